@@ -1,0 +1,239 @@
+"""Explicit model registry: builders, their weight records, and architecture detection.
+
+Architecture files call :func:`register_model` once at import time; ``effsr.models`` imports every
+architecture file by name (no discovery by file name). A duplicate name raises; an unknown name raises
+with the closest registered names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..weights import (
+    WeightsError,
+    WeightsRecord,
+    read_effsr_metadata,
+    read_state_dict,
+    resolve_weights,
+)
+
+StateDict = Mapping[str, torch.Tensor]
+Detector = Callable[[StateDict], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one architecture name."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    weights: tuple[WeightsRecord, ...] = ()  # the first one is the default
+    detect: Detector | None = None  # state_dict -> constructor kwargs, or None when it does not fit
+    description: str = ""
+    # Constructor arguments fixed by weights (scale, width...): a conflicting request raises.
+    weight_determined: tuple[str, ...] = ("scale", "num_features")
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_weights(self) -> WeightsRecord | None:
+        return self.weights[0] if self.weights else None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model '{spec.name}' is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    key = name.lower().replace("-", "_")
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise KeyError(f"unknown model '{name}'{hint} (known: {', '.join(_REGISTRY)})")
+
+
+def all_weight_records() -> list[WeightsRecord]:
+    return [r for spec in _REGISTRY.values() for r in spec.weights]
+
+
+def get_weights_record(name: str) -> WeightsRecord:
+    """A weight record by its own name or its file name."""
+    for rec in all_weight_records():
+        if name in (rec.name, rec.file):
+            return rec
+    raise KeyError(f"unknown weights '{name}' (known: {', '.join(r.name for r in all_weight_records())})")
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """A randomly initialised model of architecture ``name``."""
+    return get_spec(name).builder(**kwargs)
+
+
+def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
+    """Find the registered architecture and constructor kwargs whose state_dict matches ``state_dict``.
+
+    A detector proposes kwargs from key names and shapes; the proposal is accepted only when the built
+    model has exactly the same keys and shapes.
+    """
+    tried: list[str] = []
+    for spec in _REGISTRY.values():
+        if spec.detect is None:
+            continue
+        try:
+            kwargs = spec.detect(state_dict)
+        except (KeyError, IndexError, ValueError):
+            kwargs = None
+        if kwargs is None:
+            continue
+        tried.append(spec.name)
+        model = spec.builder(**kwargs)
+        if _shape_mismatch(model.state_dict(), state_dict) is None:
+            return spec.name, kwargs
+    raise WeightsError(
+        "the state_dict matches no registered architecture"
+        + (f" (close candidates: {', '.join(tried)})" if tried else "")
+        + f"; first keys: {list(state_dict)[:5]}"
+    )
+
+
+def _shape_mismatch(expected: StateDict, got: StateDict) -> str | None:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k}: file {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in got and tuple(got[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        parts.append(
+            f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:10])}"
+            f"{' ...' if len(unexpected) > 10 else ''}"
+        )
+    if shapes:
+        parts.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes[:5])}")
+    return "; ".join(parts)
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: StateDict, model_name: str = "model") -> nn.Module:
+    """``load_state_dict(strict=True)`` with an error that names the keys and the architecture the file fits."""
+    problem = _shape_mismatch(model.state_dict(), state_dict)
+    if problem is not None:
+        try:
+            guess, kwargs = detect_architecture(state_dict)
+            looks = f"; the file looks like '{guess}' with {kwargs}"
+        except WeightsError:
+            looks = "; the file matches no registered architecture"
+        raise WeightsError(f"weights do not fit '{model_name}': {problem}{looks}")
+    model.load_state_dict(dict(state_dict), strict=True)
+    return model
+
+
+def _check_conflicts(spec: ModelSpec, fixed: Mapping[str, Any], requested: Mapping[str, Any], what: str) -> None:
+    for key in spec.weight_determined:
+        if key in requested and key in fixed and requested[key] != fixed[key]:
+            raise ValueError(
+                f"{spec.name}: {key}={requested[key]!r} conflicts with {what}, which needs {key}={fixed[key]!r}"
+            )
+
+
+def _finish(model: nn.Module, device: str | torch.device | None) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def load_model(
+    model: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    device: str | torch.device | None = "cpu",
+    download: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model and load its weights (eval mode, no grad).
+
+    - ``load_model("rlfn")``: the default official weights of ``rlfn``, found by the resolution order
+      (explicit path, ``$EFFSR_WEIGHTS_DIR``, cache, verified download).
+    - ``load_model("mdrn", scale=3)``: the record of ``mdrn`` whose constructor args match.
+    - ``load_model("rlfn", "file.pth")`` or ``load_model(weights="file.pth")``: a given file; with no
+      model name the architecture comes from effsr metadata (safetensors) or is detected from the keys.
+    - ``load_model("some.pth")``: a path given as first argument is treated as ``weights``.
+    """
+    if model is not None and weights is None and (
+        Path(model).suffix in (".pth", ".pt", ".safetensors", ".ckpt") or os.sep in model
+    ):
+        model, weights = None, model
+    if model is None and weights is None:
+        raise ValueError("give a model name, a weights file, or both")
+
+    if weights is not None:
+        path = resolve_weights(path=weights)
+        meta = read_effsr_metadata(path)
+        record = None
+        if model is not None:
+            spec = get_spec(model)
+            record = next((r for r in spec.weights if r.file == path.name), None)
+        wrapper = record.wrapper_key if record else None
+        sd = read_state_dict(path, wrapper)
+        if meta is not None and model is None:
+            model = meta["model"]
+            fixed = dict(meta.get("kwargs", {}))
+        elif model is None:
+            model, fixed = detect_architecture(sd)
+        elif meta is not None and meta.get("model") == get_spec(model).name:
+            fixed = dict(meta.get("kwargs", {}))
+        elif record is not None:
+            fixed = dict(record.kwargs)
+        else:
+            spec = get_spec(model)
+            fixed = spec.detect(sd) if spec.detect else None
+            if fixed is None:
+                fixed = {}
+        spec = get_spec(model)
+        _check_conflicts(spec, fixed, kwargs, f"the weights file {path.name}")
+        net = spec.builder(**{**fixed, **kwargs})
+        load_state_dict_strict(net, sd, spec.name)
+        return _finish(net, device)
+
+    assert model is not None
+    spec = get_spec(model)
+    if not spec.weights:
+        raise WeightsError(f"model '{spec.name}' has no published weights; pass weights=PATH")
+    candidates = [
+        r for r in spec.weights if all(r.kwargs.get(k, v) == v for k, v in kwargs.items() if k in spec.weight_determined)
+    ]
+    if not candidates:
+        options = "; ".join(f"{r.name}: {dict(r.kwargs)}" for r in spec.weights)
+        raise ValueError(f"{spec.name}: no published weights with {kwargs} (available: {options})")
+    record = candidates[0]
+    path = resolve_weights(record, download=download)
+    sd = read_state_dict(path, record.wrapper_key)
+    net = spec.builder(**{**dict(record.kwargs), **kwargs})
+    load_state_dict_strict(net, sd, spec.name)
+    return _finish(net, device)

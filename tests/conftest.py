@@ -1,0 +1,68 @@
+"""Shared fixtures: the assets folder (``$EFFSR_ASSETS``, default ../shared) and deterministic settings.
+
+When ``CI=true`` a missing asset fails the run; elsewhere the test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# The references were computed on 2 threads; keep the same count so reductions match.
+torch.set_num_threads(2)
+
+
+def require(path: Path) -> Path:
+    """Return ``path`` if it exists; fail in CI, skip elsewhere."""
+    if path.exists():
+        return path
+    msg = f"missing asset {path} (set EFFSR_ASSETS)"
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    return require(ASSETS)
+
+
+@pytest.fixture(scope="session")
+def weights_dir(assets: Path) -> Path:
+    return require(assets / "weights")
+
+
+@pytest.fixture(scope="session")
+def data_dir(assets: Path) -> Path:
+    return require(assets / "data")
+
+
+@pytest.fixture(scope="session")
+def reference_dir(assets: Path) -> Path:
+    return require(assets / "reference")
+
+
+@pytest.fixture(scope="session")
+def set5_metrics(reference_dir: Path) -> dict:
+    return json.loads(require(reference_dir / "metrics" / "Set5.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _weights_mirror(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Point the offline mirror at the shared weights and the cache at a temp dir: tests never download."""
+    monkeypatch.setenv("EFFSR_WEIGHTS_DIR", str(ASSETS / "weights"))
+    monkeypatch.setenv("EFFSR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_vector(h: int = 40, w: int = 48) -> torch.Tensor:
+    """specs/README.md section 4: x[0,c,h,w] = ((37 * (c*H*W + h*W + w)) mod 256) / 255, float64 -> float32."""
+    idx = torch.arange(3 * h * w, dtype=torch.float64)
+    return ((37 * idx) % 256 / 255).to(torch.float32).view(1, 3, h, w)

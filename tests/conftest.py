@@ -62,7 +62,7 @@ def _weights_mirror(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     monkeypatch.setenv("EFFSR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def test_vector(h: int = 40, w: int = 48) -> torch.Tensor:
+def make_test_vector(h: int = 40, w: int = 48) -> torch.Tensor:
     """specs/README.md section 4: x[0,c,h,w] = ((37 * (c*H*W + h*W + w)) mod 256) / 255, float64 -> float32."""
     idx = torch.arange(3 * h * w, dtype=torch.float64)
     return ((37 * idx) % 256 / 255).to(torch.float32).view(1, 3, h, w)

@@ -225,9 +225,8 @@ def load_model(
     spec = get_spec(model)
     if not spec.weights:
         raise WeightsError(f"model '{spec.name}' has no published weights; pass weights=PATH")
-    candidates = [
-        r for r in spec.weights if all(r.kwargs.get(k, v) == v for k, v in kwargs.items() if k in spec.weight_determined)
-    ]
+    wanted = {k: v for k, v in kwargs.items() if k in spec.weight_determined}
+    candidates = [r for r in spec.weights if all(r.kwargs.get(k, v) == v for k, v in wanted.items())]
     if not candidates:
         options = "; ".join(f"{r.name}: {dict(r.kwargs)}" for r in spec.weights)
         raise ValueError(f"{spec.name}: no published weights with {kwargs} (available: {options})")

@@ -105,4 +105,216 @@ class UpsampleOneStep(nn.Module):
 # --- shared blocks added by the MDRN/MSN implementation (ECCA, CCA) go below this line ---
 
 
+def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean over HxW as "sum over W, then over H, then divide by H*W".
+
+    specs/README.md pitfall 14: this order (not a single ``mean((2, 3))``) is what makes MDRN/MSN bit-exact;
+    a plain mean moves the output by up to 1.4e-5 (MDRN-S) / 7e-5 (MSN).
+    """
+    return x.sum(3, keepdim=True).sum(2, keepdim=True) / (x.shape[2] * x.shape[3])
+
+
+def _spatial_std(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel *population* standard deviation over HxW (pitfall 11), same reduction order as the mean."""
+    mu = _spatial_mean(x)
+    var = (x - mu).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / (x.shape[2] * x.shape[3])
+    return var.pow(0.5)
+
+
+class CCA(nn.Module):
+    """Contrast channel attention (specs/README.md section 3, specs/MDRN.md section 3).
+
+    s = sigma + mu per channel (sigma population std, mu from adaptive average pooling as in the official code),
+    then 1x1 C -> C // reduction, ReLU, 1x1 back, sigmoid, and the input is multiplied by that gate.
+    Keys: ``conv_du.0.*``, ``conv_du.2.*``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The additive mean term comes from adaptive average pooling, the std from the W-then-H sums (pitfall 14).
+        s = _spatial_std(x) + F.adaptive_avg_pool2d(x, 1)
+        return x * self.conv_du(s)
+
+
+class ECCA(nn.Module):
+    """Enhanced CCA of MDRN/MSN: 1x1 conv, GELU, CCA, depth-wise 3x3 conv, + input (specs/MDRN.md section 3).
+
+    Both convs are declared with ``padding='same'`` (zero padding: 0 for the 1x1, 1 for the 3x3) as in the official
+    code; fvcore skips such convs, and effsr's profiler reproduces that artefact (specs/README.md section 1), so the
+    declaration must stay 'same'. Keys: ``body.0.*``, ``body.2.conv_du.{0,2}.*``, ``body.3.*``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 1, padding="same"),
+            nn.GELU(),
+            CCA(channels, reduction),
+            nn.Conv2d(channels, channels, 3, padding="same", groups=channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+def local_variance(x: torch.Tensor, kernel_size: int = 7, stride: int = 3, padding: int = 1) -> torch.Tensor:
+    """Strided local variance map of the MDRN/MSN multi-branch ESA (specs/README.md section 3, "LocalVar").
+
+    Reflect-pad by ``padding``, take ``kernel_size`` windows every ``stride`` pixels, and return the *unbiased*
+    per-channel variance of each window (divides by k*k - 1; pitfall 11).
+    """
+    padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    windows = padded.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)
+    return torch.var(windows, dim=(-1, -2), unbiased=True)
+
+
 # --- shared blocks added by the LSANet/IFADNet implementation (RepBlock) go below this line ---
+
+# Fixed 3x3 masks of the RepBlock edge branches (specs/LSANet.md section 4), applied as cross-correlation and
+# identical for every channel. Each sums to 0, so the merged bias receives only the learnable ``bias``.
+EDGE_MASKS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "sobel_x": ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0)),
+    "sobel_y": ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0)),
+    "laplacian": ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0)),
+}
+
+
+class EdgeConv3x3(nn.Module):
+    """One edge branch of :class:`RepBlock`: a 1x1 conv, then a fixed edge mask scaled per channel.
+
+    Keys (specs/LSANet.md section 4): ``k0`` [Cout, Cin, 1, 1] and ``b0`` [Cout] (the 1x1 conv), ``scale``
+    [Cout, 1, 1, 1] and ``bias`` [Cout] (learnable), ``mask`` [Cout, 1, 3, 3] (fixed, stored as a
+    non-trainable Parameter so it appears in ``parameters()`` and the state_dict, pitfall 16).
+    """
+
+    def __init__(self, kind: str, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        if kind not in EDGE_MASKS:
+            raise ValueError(f"unknown edge mask '{kind}' (known: {', '.join(EDGE_MASKS)})")
+        self.kind = kind
+        conv0 = nn.Conv2d(in_channels, out_channels, 1)  # PyTorch's default init for the 1x1 weight and bias
+        self.k0 = nn.Parameter(conv0.weight.detach().clone())
+        self.b0 = nn.Parameter(conv0.bias.detach().clone())
+        # Small random start (as in the official training code) so the branch begins close to a no-op.
+        self.scale = nn.Parameter(torch.randn(out_channels, 1, 1, 1) * 1e-3)
+        self.bias = nn.Parameter(torch.randn(out_channels) * 1e-3)
+        mask = torch.tensor(EDGE_MASKS[kind], dtype=torch.float32).expand(out_channels, 1, 3, 3).clone()
+        self.mask = nn.Parameter(mask, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y0 = F.pad(F.conv2d(x, self.k0, self.b0), (1, 1, 1, 1))
+        # The border holds b0 (the 1x1 conv's answer to a zero-padded input), not 0: this is what makes the
+        # merged, zero-padded 3x3 conv exact at image borders (pitfall 16).
+        b0 = self.b0.view(1, -1, 1, 1)
+        y0[:, :, 0:1, :] = b0
+        y0[:, :, -1:, :] = b0
+        y0[:, :, :, 0:1] = b0
+        y0[:, :, :, -1:] = b0
+        return F.conv2d(y0, self.scale * self.mask, self.bias, groups=self.mask.shape[0])
+
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 3x3 kernel [Cout, Cin, 3, 3] and bias [Cout] of one zero-padded conv that equals this branch."""
+        k = self.scale * self.mask  # [Cout, 1, 3, 3]
+        return k * self.k0, self.bias + self.b0 * k.sum(dim=(1, 2, 3))
+
+
+class RepBlock(nn.Module):
+    """Re-parameterizable 3x3 conv of LSANet / IFADNet (specs/LSANet.md section 4).
+
+    ``separable=True``: a :class:`BSConvU` (reflect-padded depth-wise half) in both forms, keys
+    ``rbr_reparam.pw/.dw``. Otherwise the training form (``deploy=False``) is the plain sum of six branches:
+    3x3 conv (``rbr_3x3_branch``), 1x1 expand to 2*Cin then 3x3 without biases
+    (``rbr_1x1_3x3_branch_1x1`` / ``_3x3``), identity, and Sobel-x / Sobel-y / Laplacian edge branches
+    (``rbr_conv1x1_{sbx,sby,lpl}_branch``); the deploy form is one zero-padded 3x3 conv ``rbr_reparam``.
+    :meth:`reparameterize` turns the training form into the deploy form in place.
+    """
+
+    # Training-form submodules, in state_dict order; the last three are the edge branches.
+    _BRANCHES = (
+        "rbr_3x3_branch",
+        "rbr_1x1_3x3_branch_1x1",
+        "rbr_1x1_3x3_branch_3x3",
+        "rbr_conv1x1_sbx_branch",
+        "rbr_conv1x1_sby_branch",
+        "rbr_conv1x1_lpl_branch",
+    )
+
+    def __init__(self, in_channels: int, out_channels: int, *, separable: bool = False, deploy: bool = False) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.separable = separable
+        self.deploy = deploy
+        if separable:
+            self.rbr_reparam: nn.Module = BSConvU(in_channels, out_channels, 3)
+        elif deploy:
+            self.rbr_reparam = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        else:
+            if in_channels != out_channels:
+                raise ValueError("the identity branch of a multi-branch RepBlock needs in_channels == out_channels")
+            self.rbr_3x3_branch = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+            self.rbr_1x1_3x3_branch_1x1 = nn.Conv2d(in_channels, 2 * in_channels, 1, bias=False)
+            self.rbr_1x1_3x3_branch_3x3 = nn.Conv2d(2 * in_channels, out_channels, 3, padding=1, bias=False)
+            self.rbr_conv1x1_sbx_branch = EdgeConv3x3("sobel_x", in_channels, out_channels)
+            self.rbr_conv1x1_sby_branch = EdgeConv3x3("sobel_y", in_channels, out_channels)
+            self.rbr_conv1x1_lpl_branch = EdgeConv3x3("laplacian", in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy or self.separable:
+            return self.rbr_reparam(x)
+        return (
+            self.rbr_3x3_branch(x)
+            + self.rbr_1x1_3x3_branch_3x3(self.rbr_1x1_3x3_branch_1x1(x))
+            + x
+            + self.rbr_conv1x1_sbx_branch(x)
+            + self.rbr_conv1x1_sby_branch(x)
+            + self.rbr_conv1x1_lpl_branch(x)
+        )
+
+    @torch.no_grad()
+    def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merged 3x3 kernel and bias of the training form, accumulated in float64 (specs/LSANet.md section 4)."""
+        if self.deploy or self.separable:
+            raise RuntimeError("equivalent_kernel_bias() needs the multi-branch training form")
+        f64 = torch.float64
+        kernel = self.rbr_3x3_branch.weight.to(f64).clone()
+        bias = self.rbr_3x3_branch.bias.to(f64).clone()
+        # 1x1 -> 3x3 (no biases): K[o, i] += sum_m W3[o, m] * W1[m, i], per 3x3 tap.
+        w1 = self.rbr_1x1_3x3_branch_1x1.weight.to(f64)[:, :, 0, 0]
+        kernel += torch.einsum("omhw,mi->oihw", self.rbr_1x1_3x3_branch_3x3.weight.to(f64), w1)
+        # Identity: a 1 at the centre tap of each channel's own kernel.
+        idx = torch.arange(self.out_channels, device=kernel.device)
+        kernel[idx, idx, 1, 1] += 1.0
+        for name in self._BRANCHES[3:]:
+            branch: EdgeConv3x3 = getattr(self, name)
+            k, b = branch.equivalent_kernel_bias()
+            kernel += k.to(f64)
+            bias += b.to(f64)
+        return kernel, bias
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Replace the branches by one 3x3 conv ``rbr_reparam`` (in place; a no-op in deploy form)."""
+        if self.deploy or self.separable:
+            self.deploy = True
+            return
+        ref = self.rbr_3x3_branch.weight
+        kernel, bias = self.equivalent_kernel_bias()
+        conv = nn.utils.skip_init(
+            nn.Conv2d, self.in_channels, self.out_channels, 3, padding=1, device=ref.device, dtype=ref.dtype
+        )
+        conv.weight.copy_(kernel.to(ref.dtype))
+        conv.bias.copy_(bias.to(ref.dtype))
+        conv.requires_grad_(ref.requires_grad)
+        for name in self._BRANCHES:
+            delattr(self, name)
+        self.rbr_reparam = conv
+        self.deploy = True

@@ -1,1 +1,195 @@
-"""Placeholder: filled by the lsanet implementation."""
+"""LSANet: lightweight re-parameterized network with ESA for efficient x4 SR (NTIRE 2024 ESR, team 44, MViC_SR).
+
+Paper: "NTIRE 2024 Challenge on Efficient Super-Resolution: Methods and Results" (CVPRW 2024), team MViC_SR.
+Factsheet: 0.139 M parameters, 8.16 G FLOPs (fvcore), trained with knowledge distillation from SAFMN-L
+(training-only; see ``shared/specs/SAFMN-L.md``).
+Official code: ``Amazingren/NTIRE2024_ESR`` @ 6404fa48dde4a4adbf241a51debdc661aef20449,
+``models/team44_LSANet.py``; weights ``model_zoo/team44_LSANet.pth`` (MIT licence).
+Written from ``shared/specs/LSANet.md``.
+
+The shipped weights are the merged (deploy) form: build with ``deploy=True`` (what the weights record does).
+``deploy=False`` (the default for a new model) gives the multi-branch training form of the even blocks'
+RepBlocks; :meth:`LSANet.reparameterize` (or :func:`effsr.deploy.reparameterize_model`) merges it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..weights import WeightsRecord
+from ._registry import ModelSpec, StateDict, register_model
+from .blocks import ESA, BSConvU, RepBlock, UpsampleOneStep, rgb_mean_tensor
+
+# ESA width of every attention block (specs/LSANet.md section 2: esa.conv1 36 -> 16).
+ESA_CHANNELS = 16
+
+
+class RepRSAB(nn.Module):
+    """One LSANet block (specs/LSANet.md section 3).
+
+    ``r = GELU(c4(GELU(c2_r(GELU(c1_r(x))))))``; ``c1_r`` is always a BSConvU. Odd blocks
+    (``use_attention=False``): ``c2_r``/``c4`` are separable RepBlocks (BSConvU) and the output is ``r + x``.
+    Even blocks: ``c2_r``/``c4`` are full 3x3 RepBlocks and the output is ``ESA(c5(r)) + x``.
+    """
+
+    def __init__(self, num_features: int, *, use_attention: bool, deploy: bool = False) -> None:
+        super().__init__()
+        self.use_attention = use_attention
+        self.c1_r = BSConvU(num_features, num_features, 3)
+        self.c2_r = RepBlock(num_features, num_features, separable=not use_attention, deploy=deploy)
+        self.c4 = RepBlock(num_features, num_features, separable=not use_attention, deploy=deploy)
+        if use_attention:
+            self.c5 = nn.Conv2d(num_features, num_features, 1)
+            self.esa = ESA(ESA_CHANNELS, num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = F.gelu(self.c1_r(x))
+        r = F.gelu(self.c2_r(r))
+        r = F.gelu(self.c4(r))
+        if self.use_attention:
+            r = self.esa(self.c5(r))
+        return r + x
+
+
+class LSANet(nn.Module):
+    """LSANet (specs/LSANet.md section 3).
+
+    ``x - mean -> fea_conv -> B1..B{num_blocks} -> c2(GELU(c1(cat))) + F0 -> upsampler -> + mean``.
+    Input and output are float RGB in [0, 1]; no clamping inside.
+    """
+
+    # specs/README.md pitfall 17: the ESA's stride-2 valid conv followed by a 7x7 max-pool needs LR >= 15x15.
+    min_size: int = 15
+
+    def __init__(
+        self,
+        *,
+        scale: int = 4,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_features: int = 36,
+        num_blocks: int = 6,
+        deploy: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_channels != 3 or out_channels != 3:
+            raise ValueError("LSANet's mean shift is defined for RGB: in_channels and out_channels must be 3")
+        self.scale = int(scale)
+        self.num_blocks = num_blocks
+        self.deploy = deploy
+        # Plain tensor, not a buffer: the official state_dict has no mean entry (pitfall 5).
+        self.mean = rgb_mean_tensor()
+        # padding='same' as in the official code: fvcore skips such convs, which the factsheet FLOPs reflect.
+        self.fea_conv = nn.Conv2d(in_channels, num_features, 3, padding="same")
+        self.block_names = tuple(f"B{i}" for i in range(1, num_blocks + 1))
+        for i, name in enumerate(self.block_names, start=1):
+            # Odd blocks plain (BSConvU), even blocks with 3x3 RepBlocks and ESA (specs/LSANet.md section 1).
+            setattr(self, name, RepRSAB(num_features, use_attention=i % 2 == 0, deploy=deploy))
+        self.c1 = nn.Conv2d(num_features * num_blocks, num_features, 1)
+        self.c2 = BSConvU(num_features, num_features, 3)
+        self.upsampler = UpsampleOneStep(num_features, out_channels, self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        out_fea = self.fea_conv(x - mean)
+        feats = []
+        h = out_fea
+        for name in self.block_names:
+            h = getattr(self, name)(h)
+            feats.append(h)
+        t = self.c2(F.gelu(self.c1(torch.cat(feats, dim=1))))
+        return self.upsampler(t + out_fea) + mean
+
+    def reparameterize(self) -> None:
+        """Merge every RepBlock into its deploy form, in place (idempotent)."""
+        for module in list(self.modules()):
+            if isinstance(module, RepBlock):
+                module.reparameterize()
+        self.deploy = True
+
+
+def lsanet(
+    *,
+    scale: int = 4,
+    in_channels: int = 3,
+    out_channels: int = 3,
+    num_features: int = 36,
+    num_blocks: int = 6,
+    deploy: bool = False,
+) -> LSANet:
+    """A randomly initialised LSANet (training form unless ``deploy=True``)."""
+    return LSANet(
+        scale=scale,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_features=num_features,
+        num_blocks=num_blocks,
+        deploy=deploy,
+    )
+
+
+def detect_lsanet(state_dict: StateDict) -> dict[str, Any] | None:
+    """Constructor kwargs from the keys/shapes of an LSANet state_dict (either form), or None.
+
+    LSANet is recognised by ``c1_r`` being a bare BSConvU (``B1.c1_r.pw``) and the final ``c2`` BSConvU; the form
+    by the presence of multi-branch keys (``rbr_3x3_branch``) in the even blocks.
+    """
+    needed = ("fea_conv.weight", "B1.c1_r.pw.weight", "c2.pw.weight", "upsampler.upsampleOneStep.0.weight")
+    if not all(k in state_dict for k in needed):
+        return None
+    num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
+    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"B(\d+)\.", k))}
+    num_blocks = max(blocks)
+    if blocks != set(range(1, num_blocks + 1)):
+        return None
+    out_channels = in_channels
+    up = state_dict["upsampler.upsampleOneStep.0.weight"].shape[0]
+    scale = math.isqrt(up // out_channels)
+    if scale * scale * out_channels != up:
+        return None
+    return {
+        "scale": scale,
+        "in_channels": int(in_channels),
+        "out_channels": int(out_channels),
+        "num_features": int(num_features),
+        "num_blocks": num_blocks,
+        "deploy": not any(".rbr_3x3_branch." in k for k in state_dict),
+    }
+
+
+LSANET_NTIRE2024 = WeightsRecord(
+    name="lsanet_ntire2024",
+    model="lsanet",
+    file="team44_LSANet.pth",
+    url=(
+        "https://github.com/Amazingren/NTIRE2024_ESR/raw/6404fa48dde4a4adbf241a51debdc661aef20449/"
+        "model_zoo/team44_LSANet.pth"
+    ),
+    sha256="4a781d3b83a670931ae57d8e67c89c3dcda2d212d6be357edf536312d80587c0",
+    # The file also holds 'params' (different, non-EMA weights); 'params_ema' is the evaluated one (pitfall 1).
+    wrapper_key="params_ema",
+    kwargs={"scale": 4, "num_features": 36, "num_blocks": 6, "deploy": True},
+    params=138_492,
+    source="Amazingren/NTIRE2024_ESR @ 6404fa48, model_zoo/team44_LSANet.pth",
+    licence="MIT",
+    scale=4,
+    description="LSANet x4, NTIRE 2024 ESR team 44 (MViC_SR), merged (deploy) form; Set5 RGB PSNR 30.07 dB",
+)
+
+register_model(
+    ModelSpec(
+        name="lsanet",
+        builder=lsanet,
+        weights=(LSANET_NTIRE2024,),
+        detect=detect_lsanet,
+        description="LSANet (NTIRE 2024 ESR team 44): re-parameterizable blocks with edge branches + RLFN-style ESA",
+        # deploy and num_blocks are fixed by the file's keys too: a conflicting request raises early.
+        weight_determined=("scale", "num_features", "num_blocks", "deploy"),
+    )
+)

@@ -1,0 +1,28 @@
+"""Explicit re-parameterization: merge multi-branch training blocks into their deploy form.
+
+Following timm's ``utils/model.py::reparameterize_model``: the merge works on a deep copy by default, calls
+``reparameterize()`` on every submodule that defines it, and never fuses inside ``forward`` (DESIGN.md).
+It knows no architecture: any ``nn.Module`` works, and one without re-parameterizable blocks comes back unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Return ``model`` in deploy form.
+
+    With ``inplace=False`` (the default) the given model is left untouched and a converted deep copy is
+    returned. Every module (the root included) with a callable ``reparameterize`` attribute is converted;
+    ``reparameterize()`` must be idempotent, so calling this twice is harmless.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    # Collect first: reparameterize() replaces submodules, which must not happen while iterating modules().
+    targets = [m for m in model.modules() if callable(getattr(m, "reparameterize", None))]
+    for module in targets:
+        module.reparameterize()
+    return model

@@ -1,0 +1,94 @@
+"""``effsr eval``: benchmark PSNR/SSIM of zoo models with the official protocol (see :mod:`effsr.evaluate`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import app
+
+
+@app.command("eval")
+def eval_cmd(
+    datasets: list[str] | None = typer.Argument(
+        None, help="Datasets: folders (HR/ + LR_bicubic/X4/, or HR only) or names under the data root. Default: set5."
+    ),
+    dataset_opts: list[str] = typer.Option([], "--dataset", "-d", help="A dataset (name or folder); repeatable."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model name (see `effsr zoo`)."),
+    weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file (.pth or .safetensors)."),
+    all_models: bool = typer.Option(False, "--all-models", help="Every zoo model with published weights."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Where dataset names are looked up (default: $EFFSR_DATA or <assets>/data)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Write per-image metrics to this CSV file."),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Write per-image metrics and means as JSON (one object, or a list for several runs)."
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw PSNR (RGB) vs MACs, marker size by params."),
+    per_image: bool = typer.Option(False, "--per-image", help="Also print one table row per image."),
+    lpips: bool = typer.Option(False, "--lpips", help="Also compute LPIPS (needs the lpips package and weights)."),
+    save_images: Path | None = typer.Option(
+        None, "--save-images", help="Write SR images to DIR/<model>/<dataset>/<name>.png."
+    ),
+) -> None:
+    """Evaluate models on benchmark sets: PSNR RGB/Y and SSIM Y/RGB (x4: 4 px border), official SR pipeline."""
+    import effsr
+
+    from ..evaluate import evaluate, find_dataset, markdown_summary, model_cost, plot_quality_vs_cost, write_csv
+    from ..evaluate import write_json as write_json_file
+    from ..models import get_spec, list_models
+
+    if all_models and (model is not None or weights is not None):
+        raise typer.BadParameter("--all-models cannot be combined with --model/--weights")
+    if not all_models and model is None and weights is None:
+        raise typer.BadParameter("give --model NAME (and/or --weights FILE), or --all-models")
+    specs = [*(datasets or []), *dataset_opts] or ["set5"]
+
+    runs: list[tuple[str, str | None, Path | None]] = []  # (display name, model name, weights)
+    if all_models:
+        runs = [(name, name, None) for name in list_models() if get_spec(name).weights]
+    else:
+        runs = [(model if model is not None else Path(str(weights)).stem, model, weights)]
+
+    console = Console(stderr=True)
+    results = []
+    points = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for display, name, wpath in runs:
+            net = effsr.load(name, wpath, device=device)
+            scale = int(getattr(net, "scale", 4))
+            cost = model_cost(net) if plot is not None else None
+            for spec in specs:
+                try:
+                    ds = find_dataset(spec, scale=scale, data_root=data_root)
+                except (FileNotFoundError, NotADirectoryError) as exc:
+                    raise typer.BadParameter(str(exc), param_hint="DATASETS") from exc
+                task = progress.add_task(f"{display} on {ds.name}", total=len(ds.pairs()))
+                save_dir = save_images / display / ds.name if save_images is not None else None
+                res = evaluate(
+                    net,
+                    ds,
+                    model_name=display,
+                    device=device,
+                    lpips=lpips,
+                    save_dir=save_dir,
+                    on_image=lambda _r, t=task: progress.advance(t),
+                )
+                progress.remove_task(task)
+                results.append(res)
+                if cost is not None:
+                    points.append((display, ds.name, res.mean["psnr_rgb"], cost))
+            del net
+
+    typer.echo(markdown_summary(results, per_image=per_image))
+    if csv_path is not None:
+        console.print(f"per-image CSV: {write_csv(results, csv_path)}")
+    if json_path is not None:
+        console.print(f"JSON: {write_json_file(results, json_path)}")
+    if plot is not None:
+        console.print(f"plot: {plot_quality_vs_cost(points, plot)}")

@@ -1,0 +1,466 @@
+"""Benchmark evaluation: a plain ``nn.Module`` over dataset folders, scored with the official protocol.
+
+The SR pipeline is the NTIRE 2024 harness (specs/README.md section 2): LR read as RGB uint8
+(:func:`effsr.imageio.read_rgb_uint8`), u8 / 255, whole-image forward (:func:`effsr.infer.upscale`), clamp and round
+half-to-even to uint8 (:func:`effsr.imageio.tensor_to_uint8`); HR read the same way and cropped to a multiple of the
+scale (``modcrop``); every metric of :mod:`effsr.metrics` with ``border = scale``. A dataset mean is the arithmetic
+mean of the per-image values. When a dataset has no LR folder, the LR images are made from the cropped HR by the
+MATLAB bicubic resize (:func:`effsr.data.degrade.degrade_image`), as the benchmark LR sets were.
+
+Nothing here prints; results are dataclasses, with writers for CSV, JSON (the shape of issue 3 item 5) and a
+markdown summary, and a quality-vs-cost plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics
+from .assets import data_root as default_data_root
+from .data.degrade import degrade_image, list_images, modcrop
+from .imageio import IMAGE_EXTENSIONS, read_rgb_uint8, tensor_to_uint8, uint8_to_tensor, write_rgb_uint8
+from .infer import model_scale, upscale
+
+__all__ = [
+    "DATASET_FOLDERS",
+    "METRICS",
+    "DatasetResult",
+    "EvalDataset",
+    "ImageResult",
+    "ModelCost",
+    "evaluate",
+    "evaluate_image",
+    "find_dataset",
+    "markdown_summary",
+    "model_cost",
+    "plot_quality_vs_cost",
+    "super_resolve",
+    "write_csv",
+    "write_json",
+]
+
+# Metric keys, in output order (issue 3 item 5). LPIPS is added only when requested and available.
+METRICS = ("psnr_rgb", "psnr_y", "ssim_y", "ssim_rgb")
+_METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
+    "psnr_rgb": metrics.psnr_rgb,
+    "psnr_y": metrics.psnr_y,
+    "ssim_y": metrics.ssim_y,
+    "ssim_rgb": metrics.ssim_rgb,
+}
+
+# Benchmark names -> folder names looked for (case-insensitively) under the data root. Each folder holds HR/ and
+# optionally LR_bicubic/X<s>/ (the EDSR "benchmark" layout of ../shared/data); DIV2K also in its release layout.
+DATASET_FOLDERS: dict[str, tuple[str, ...]] = {
+    "set5": ("Set5",),
+    "set14": ("Set14",),
+    "b100": ("B100", "BSD100", "BSDS100"),
+    "urban100": ("Urban100",),
+    "manga109": ("Manga109",),
+    "div2k-valid": ("DIV2K_valid", "DIV2K-valid", "DIV2K_val", "DIV2K/valid", "DIV2K"),
+}
+# DIV2K release layout: <root>/DIV2K_valid_HR/0801.png and <root>/DIV2K_valid_LR_bicubic/X4/0801x4.png.
+_DIV2K_RELEASE = ("DIV2K_valid_HR", "DIV2K_valid_LR_bicubic")
+
+
+# ------------------------------------------------------------------------------------------------------ datasets
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    """An HR folder and, optionally, its LR folder at ``scale`` (None: LR generated from HR by the MATLAB resize)."""
+
+    name: str
+    hr_dir: Path
+    lr_dir: Path | None
+    scale: int = 4
+
+    def pairs(self) -> list[tuple[str, Path, Path | None]]:
+        """(name, HR file, LR file or None) for every HR image, sorted by file name.
+
+        LR files are matched by base name: ``<stem>.*`` or the EDSR/DIV2K spelling ``<stem>x<scale>.*``.
+        """
+        hr_files = list_images(self.hr_dir)
+        if not hr_files:
+            raise FileNotFoundError(f"{self.hr_dir}: no HR images")
+        if self.lr_dir is None:
+            return [(p.stem, p, None) for p in hr_files]
+        lr_by_stem = {p.stem: p for p in list_images(self.lr_dir)}
+        out: list[tuple[str, Path, Path | None]] = []
+        for p in hr_files:
+            lr = lr_by_stem.get(p.stem) or lr_by_stem.get(f"{p.stem}x{self.scale}")
+            if lr is None:
+                want = f"{p.stem}.* or {p.stem}x{self.scale}.*"
+                raise FileNotFoundError(f"{self.lr_dir}: no LR image for {p.name} (looked for {want})")
+            out.append((p.stem, p, lr))
+        return out
+
+
+def _child_ci(parent: Path, rel: str) -> Path | None:
+    """``parent/rel`` with each path component matched case-insensitively; None when absent."""
+    cur = parent
+    for part in Path(rel).parts:
+        exact = cur / part
+        if exact.exists():
+            cur = exact
+            continue
+        if not cur.is_dir():
+            return None
+        match = next((c for c in sorted(cur.iterdir()) if c.name.lower() == part.lower()), None)
+        if match is None:
+            return None
+        cur = match
+    return cur
+
+
+def _lr_subdir(lr_root: Path, scale: int) -> Path | None:
+    d = _child_ci(lr_root, f"X{scale}")
+    return d if d is not None and d.is_dir() else None
+
+
+def _has_images(d: Path) -> bool:
+    return d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
+
+
+def dataset_from_folder(folder: str | os.PathLike[str], scale: int = 4, name: str | None = None) -> EvalDataset:
+    """A dataset folder: ``HR/`` (+ ``LR_bicubic/X<scale>/`` if present), or a plain folder of HR images."""
+    d = Path(folder).expanduser()
+    if not d.is_dir():
+        raise NotADirectoryError(f"{d}: not a folder")
+    hr = _child_ci(d, "HR")
+    if hr is not None and hr.is_dir():
+        lr_root = _child_ci(d, "LR_bicubic")
+        lr = _lr_subdir(lr_root, scale) if lr_root is not None else None
+        return EvalDataset(name or d.name, hr, lr, scale)
+    hr_rel, lr_rel = _DIV2K_RELEASE
+    hr = _child_ci(d, hr_rel)
+    if hr is not None and hr.is_dir():
+        lr_root = _child_ci(d, lr_rel)
+        lr = _lr_subdir(lr_root, scale) if lr_root is not None else None
+        return EvalDataset(name or d.name, hr, lr, scale)
+    if _has_images(d):
+        # A bare folder of HR images; name it after its parent when it is itself called HR.
+        auto = d.parent.name if d.name.lower() == "hr" else d.name
+        return EvalDataset(name or auto, d, None, scale)
+    raise FileNotFoundError(f"{d}: neither HR/ (+ LR_bicubic/X{scale}/) nor a folder of images")
+
+
+def find_dataset(
+    spec: str | os.PathLike[str], *, scale: int = 4, data_root: str | os.PathLike[str] | None = None
+) -> EvalDataset:
+    """A dataset by folder path, or by benchmark name (set5, set14, b100, urban100, manga109, div2k-valid).
+
+    Names are looked up under ``data_root`` (default :func:`effsr.assets.data_root`). An existing folder wins.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return dataset_from_folder(path, scale)
+    key = str(spec).lower().replace("_", "-")
+    if key not in DATASET_FOLDERS:
+        raise FileNotFoundError(
+            f"'{spec}' is neither a folder nor a known dataset name ({', '.join(DATASET_FOLDERS)})"
+        )
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    tried: list[str] = []
+    for rel in DATASET_FOLDERS[key]:
+        cand = _child_ci(root, rel)
+        tried.append(str(root / rel))
+        if cand is None or not cand.is_dir():
+            continue
+        try:
+            return dataset_from_folder(cand, scale, name=key)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"dataset '{spec}' not found under {root} (looked for {', '.join(tried)})")
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Metrics of one image (float64 values; ``lpips`` None when not computed)."""
+
+    name: str
+    psnr_rgb: float
+    psnr_y: float
+    ssim_y: float
+    ssim_rgb: float
+    lpips: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, **{k: getattr(self, k) for k in METRICS}}
+        if self.lpips is not None:
+            d["lpips"] = self.lpips
+        return d
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """One model on one dataset: per-image metrics and their arithmetic means."""
+
+    model: str
+    dataset: str
+    scale: int
+    images: tuple[ImageResult, ...]
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"lr": "generated"}; not part of the JSON shape
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        has_lpips = bool(self.images) and all(r.lpips is not None for r in self.images)
+        return (*METRICS, "lpips") if has_lpips else METRICS
+
+    @property
+    def mean(self) -> dict[str, float]:
+        if not self.images:
+            return {k: float("nan") for k in self.metric_names}
+        return {k: float(np.mean([getattr(r, k) for r in self.images])) for k in self.metric_names}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"model", "dataset", "images": [{"name", metrics...}], "mean": {metrics...}}`` (issue 3 item 5)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "images": [r.to_dict() for r in self.images],
+            "mean": self.mean,
+        }
+
+
+def super_resolve(model: nn.Module, lr: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """The official harness on one HxWx3 uint8 RGB LR image: u8 / 255, whole-image forward, clamp, round to uint8."""
+    return tensor_to_uint8(upscale(model, uint8_to_tensor(lr).to(device)))
+
+
+def evaluate_image(
+    sr: np.ndarray, hr: np.ndarray, *, name: str, border: int, lpips: bool = False
+) -> ImageResult:
+    """Every metric of an SR image (HxWx3 uint8) against its (already cropped) HR, ``border`` px cropped."""
+    if sr.shape != hr.shape:
+        raise ValueError(f"{name}: SR {sr.shape} and HR {hr.shape} differ (LR x scale does not match the cropped HR)")
+    values = {k: f(sr, hr, border) for k, f in _METRIC_FUNCS.items()}
+    lp = metrics.lpips(sr, hr, border) if lpips else None
+    return ImageResult(name=name, lpips=lp, **values)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: EvalDataset,
+    *,
+    model_name: str = "model",
+    device: str | torch.device = "cpu",
+    lpips: bool = False,
+    save_dir: str | os.PathLike[str] | None = None,
+    on_image: Callable[[ImageResult], None] | None = None,
+) -> DatasetResult:
+    """Score ``model`` on every image of ``dataset`` with the official protocol (module docstring).
+
+    ``save_dir`` also writes each SR image as ``<save_dir>/<stem>.png``; ``on_image`` is called after each image.
+    LPIPS needs the optional package and weights (:func:`effsr.metrics.lpips_available`).
+    """
+    scale = model_scale(model)
+    if scale != dataset.scale:
+        raise ValueError(f"model scale x{scale} but dataset '{dataset.name}' is set up for x{dataset.scale}")
+    if lpips and not metrics.lpips_available():
+        raise RuntimeError("LPIPS requested but the lpips package or its weights are not installed (never downloaded)")
+    model.eval()
+    results: list[ImageResult] = []
+    for name, hr_path, lr_path in dataset.pairs():
+        hr = modcrop(read_rgb_uint8(hr_path), scale)
+        lr = read_rgb_uint8(lr_path) if lr_path is not None else degrade_image(hr, scale)
+        sr = super_resolve(model, lr, device)
+        if save_dir is not None:
+            write_rgb_uint8(sr, Path(save_dir) / f"{name}.png")
+        res = evaluate_image(sr, hr, name=name, border=scale, lpips=lpips)
+        results.append(res)
+        if on_image is not None:
+            on_image(res)
+    extra = {"lr": "folder" if dataset.lr_dir is not None else "generated (MATLAB bicubic)"}
+    return DatasetResult(model=model_name, dataset=dataset.name, scale=scale, images=tuple(results), extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------------ writers
+
+
+def write_json(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> Path:
+    """One object for a single (model, dataset), else a list of them (issue 3 item 5)."""
+    if not results:
+        raise ValueError("no results to write")
+    payload: Any = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(payload, indent=2) + "\n")
+    return p
+
+
+def write_csv(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> Path:
+    """Per-image rows: model, dataset, name, every metric (lpips column when any result has it)."""
+    cols = list(METRICS) + (["lpips"] if any("lpips" in r.metric_names for r in results) else [])
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "dataset", "name", *cols])
+        for r in results:
+            for img in r.images:
+                row = [getattr(img, c) for c in cols]
+                w.writerow([r.model, r.dataset, img.name, *("" if v is None else repr(float(v)) for v in row)])
+    return p
+
+
+_HEADERS = {
+    "psnr_rgb": "PSNR RGB (dB)",
+    "psnr_y": "PSNR Y (dB)",
+    "ssim_y": "SSIM Y",
+    "ssim_rgb": "SSIM RGB",
+    "lpips": "LPIPS",
+}
+
+
+def markdown_summary(results: Sequence[DatasetResult], *, per_image: bool = False) -> str:
+    """A markdown table: one row per (model, dataset) with the mean of every metric (and per-image rows if asked)."""
+    cols = list(METRICS) + (["lpips"] if any("lpips" in r.metric_names for r in results) else [])
+    lines = [
+        "| model | dataset | images | " + " | ".join(_HEADERS[c] for c in cols) + " |",
+        "|---|---|---:|" + "---:|" * len(cols),
+    ]
+
+    def fmt(v: float | None) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:.4f}"
+
+    for r in results:
+        mean = r.mean
+        lines.append(
+            f"| {r.model} | {r.dataset} | {len(r.images)} | " + " | ".join(fmt(mean.get(c)) for c in cols) + " |"
+        )
+        if per_image:
+            for img in r.images:
+                vals = " | ".join(fmt(getattr(img, c)) for c in cols)
+                lines.append(f"| {r.model} | {r.dataset}/{img.name} | 1 | {vals} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- cost and plot
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Cost of one model for plotting: parameters and MACs at ``lr_size`` (counter named in ``counter``)."""
+
+    params: int
+    macs: int
+    lr_size: tuple[int, int]
+    counter: str
+
+
+def _conv_macs(model: nn.Module, lr_size: tuple[int, int]) -> int:
+    """MACs of Conv2d / ConvTranspose2d / Linear layers by forward hooks: output elements x (in / groups) x kernel."""
+    total = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+            total += out.numel() * k
+        elif isinstance(mod, nn.ConvTranspose2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.out_channels // mod.groups)
+            total += inp[0].numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += out.numel() * mod.in_features
+
+    counted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    try:
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, *lr_size, device=dev))
+    finally:
+        for h in handles:
+            h.remove()
+    return int(total)
+
+
+def model_cost(model: nn.Module, lr_size: tuple[int, int] = (256, 256)) -> ModelCost:
+    """Parameters and MACs at ``lr_size`` (NTIRE's 256x256 LR by default), for plotting only.
+
+    MACs are the NTIRE 2024 count (fvcore, one trace via :func:`effsr.profile.fvcore_counts`, ``macs_fvcore``) when
+    the profiler and fvcore are importable; otherwise Conv2d/ConvTranspose2d/Linear forward hooks. ``counter`` says
+    which.
+    """
+    params = int(sum(p.numel() for p in model.parameters()))
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    try:
+        from .profile import fvcore_counts
+
+        # test_demo.py feeds torch.rand; counts do not depend on the values (private generator, global RNG untouched).
+        x = torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(0)).to(dev)
+        with torch.no_grad():
+            macs = int(fvcore_counts(model, x)[0])
+        return ModelCost(params, macs, lr_size, "fvcore, NTIRE 2024")
+    except ImportError:  # no profiler or no fvcore (optional dependency effsr[profile])
+        return ModelCost(params, _conv_macs(model, lr_size), lr_size, "conv/linear hooks")
+    finally:
+        model.train(was_training)
+
+
+def plot_quality_vs_cost(
+    points: Iterable[tuple[str, str, float, ModelCost]],
+    path: str | os.PathLike[str],
+    *,
+    metric: str = "psnr_rgb",
+) -> Path:
+    """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one colour per dataset.
+
+    ``points`` holds (model, dataset, metric value, cost). Uses matplotlib's Agg backend (no display needed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = list(points)
+    if not pts:
+        raise ValueError("nothing to plot")
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    max_params = max(c.params for *_, c in pts) or 1
+    datasets = list(dict.fromkeys(d for _, d, _, _ in pts))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, ds in enumerate(datasets):
+        sel = [(m, v, c) for m, d, v, c in pts if d == ds]
+        ax.scatter(
+            [c.macs / 1e9 for _, _, c in sel],
+            [v for _, v, _ in sel],
+            s=[40 + 800 * c.params / max_params for _, _, c in sel],
+            alpha=0.6,
+            color=colors[i % len(colors)],
+            edgecolors="black",
+            label=ds,
+        )
+        for m, v, c in sel:
+            ax.annotate(m, (c.macs / 1e9, v), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    lr = pts[0][3].lr_size
+    ax.set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
+    ax.set_ylabel(_HEADERS.get(metric, metric))
+    ax.set_title("Quality vs cost (marker area ~ parameters)")
+    ax.grid(True, alpha=0.3)
+    if len(datasets) > 1:
+        ax.legend()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(p)
+    plt.close(fig)
+    return p

@@ -116,7 +116,9 @@ def resolve_weights(
 
     Order: an explicit ``path``; then ``$EFFSR_WEIGHTS_DIR/<file>`` (an offline mirror); then the cache
     folder; then a download from ``record.url`` verified by sha256 into the cache.
-    Files found in the mirror or cache are verified by sha256 when ``verify`` is true.
+    Files found in the mirror or cache are verified by sha256 when ``verify`` is true. When the
+    project's shared assets folder (``$EFFSR_ASSETS/weights``, see :mod:`effsr.assets`) holds the file, it
+    serves as a last offline mirror before any download.
     """
     if path is not None:
         p = Path(path).expanduser()
@@ -130,6 +132,11 @@ def resolve_weights(
     if mirror:
         candidates.append(Path(mirror).expanduser() / record.file)
     candidates.append(cache_dir() / record.file)
+    from .assets import weights_mirror  # generic folder lookup, no architecture knowledge
+
+    shared = weights_mirror() / record.file
+    if shared not in candidates:
+        candidates.append(shared)
     for cand in candidates:
         if cand.is_file():
             if verify and record.sha256:

@@ -16,6 +16,9 @@ import pytest
 # roundings than the issue allows (SPAN butterfly: 1.2e-4 of values vs 1e-4). Capping the ISA reproduces the
 # references exactly (max abs 0.0 for RLFN/SPAN/SAFMN++); it must be set before oneDNN initialises.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+# Likewise ATen's own vectorised kernels (GELU, sigmoid...) dispatch on the CPU capability; AVX2 makes MDRN-S,
+# MDRN and MSN equal to the references bit for bit (otherwise ~1e-6 apart, within tolerance but not exact).
+os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import torch  # noqa: E402
 

@@ -172,6 +172,15 @@ def local_variance(x: torch.Tensor, kernel_size: int = 7, stride: int = 3, paddi
     per-channel variance of each window (divides by k*k - 1; pitfall 11).
     """
     padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
+    if torch.onnx.is_in_onnx_export():
+        # The TorchScript ONNX exporter cannot export ``unfold`` on a tensor of traced size. Gather the same windows
+        # by strided slicing, in the same row-major order; the result is bit-identical (tests/models/test_mdrn_msn.py).
+        k, s = kernel_size, stride
+        oh = (padded.shape[2] - k) // s + 1
+        ow = (padded.shape[3] - k) // s + 1
+        rows, cols = s * (oh - 1) + 1, s * (ow - 1) + 1
+        taps = [padded[..., i : i + rows : s, j : j + cols : s] for i in range(k) for j in range(k)]
+        return torch.var(torch.stack(taps, dim=-1), dim=-1, unbiased=True)
     windows = padded.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)
     return torch.var(windows, dim=(-1, -2), unbiased=True)
 

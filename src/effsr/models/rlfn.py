@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..weights import WeightsRecord
@@ -47,11 +46,14 @@ class RLFB(nn.Module):
         self.c3_r = nn.Conv2d(mid_channels, num_features, 3, padding=1)
         self.c5 = nn.Conv2d(num_features, num_features, 1)
         self.esa = ESA(esa_channels, num_features)
+        # A module (not F.leaky_relu), in place as in the official code: the NTIRE 2023 conv-hook counter
+        # hooks LeakyReLU modules, and fvcore lists the operator as aten::leaky_relu_ (complexity.json).
+        self.act = nn.LeakyReLU(_LRELU_SLOPE, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.c1_r(x), _LRELU_SLOPE)
-        out = F.leaky_relu(self.c2_r(out), _LRELU_SLOPE)
-        out = F.leaky_relu(self.c3_r(out), _LRELU_SLOPE)
+        out = self.act(self.c1_r(x))
+        out = self.act(self.c2_r(out))
+        out = self.act(self.c3_r(out))
         return self.esa(self.c5(out + x))
 
 

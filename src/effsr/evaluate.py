@@ -238,7 +238,7 @@ class DatasetResult:
 
 def super_resolve(model: nn.Module, lr: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
     """The official harness on one HxWx3 uint8 RGB LR image: u8 / 255, whole-image forward, clamp, round to uint8."""
-    return tensor_to_uint8(upscale(model, uint8_to_tensor(lr).to(device)))
+    return tensor_to_uint8(upscale(model, uint8_to_tensor(lr).to(device), tile=0))
 
 
 def evaluate_image(

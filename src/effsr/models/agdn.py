@@ -295,6 +295,10 @@ class AGDN(nn.Module):
 
     # Below 15x15 a reflect pad inside the ESA is larger than its input (specs/README.md pitfall 17).
     min_size: int = 15
+    # Tiling (effsr.infer): MVSA stride 2 x pools stride 3 (period 6); tiles no smaller than the TLC
+    # attention window (96, specs/AGDN.md section 3.6) so each tile attends like the whole image.
+    tile_multiple: int = 6
+    min_tile: int = 96
 
     def __init__(
         self,

@@ -65,6 +65,8 @@ class IFADNet(nn.Module):
 
     # specs/README.md pitfall 17: the ESA's stride-2 valid conv followed by a 7x7 max-pool needs LR >= 15x15.
     min_size: int = 15
+    # Tiling (effsr.infer): ESA's stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
+    tile_multiple: int = 6
 
     def __init__(
         self,

@@ -134,6 +134,8 @@ class MDRN(nn.Module):
 
     # specs/README.md pitfall 17: the stride-2 ESA branch, its pools and reflect pads underflow below 15x15.
     min_size: int = 15
+    # Tiling (effsr.infer): MDSA's stride-2 BSConvU then stride-3 pools/local variance: period 6.
+    tile_multiple: int = 6
 
     def __init__(self, *, scale: int = 4, num_features: int = _MDRN_FEATURES, num_blocks: int = 8) -> None:
         super().__init__()

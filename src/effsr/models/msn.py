@@ -170,6 +170,8 @@ class MSN(nn.Module):
 
     # specs/README.md pitfall 17: the ESA down-samples by 4 before pooling; below 29x29 a reflect pad underflows.
     min_size: int = 29
+    # Tiling (effsr.infer): stride 2 in both separable halves (1/4 resolution), then stride 3: period 12.
+    tile_multiple: int = 12
 
     def __init__(self, *, scale: int = 4, num_features: int = 28, num_blocks: int = 8) -> None:
         super().__init__()

@@ -90,6 +90,8 @@ class SAFMNPP(nn.Module):
 
     # specs/SAFMNPP.md section 1: the h//8 x w//8 adaptive pool needs at least 8x8.
     min_size: int = 8
+    # Tiling (effsr.infer): the adaptive max-pool to (h // 8, w // 8) works on an 8-pixel grid.
+    tile_multiple: int = 8
 
     def __init__(
         self,

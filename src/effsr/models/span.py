@@ -73,6 +73,8 @@ class SPAN(nn.Module):
 
     # Only zero-padded convolutions: any input size works (not listed in specs/README.md pitfall 17).
     min_size: int = 1
+    # Tiling (effsr.infer): purely local, 21 zero-padded 3x3 convs at LR resolution (specs/SPAN.md section 3).
+    receptive_radius: int = 21
 
     def __init__(
         self,

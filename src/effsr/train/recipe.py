@@ -1,0 +1,252 @@
+"""Recipes as data: a flat YAML file of run settings plus a list of stages, validated on load (torchtune style).
+
+A recipe names the model (a registry name and constructor arguments), the training and validation data, and
+the stages. Each stage starts from the previous stage's weights (or from ``init``) and has its own patch size,
+batch, loss, rate schedule and length. Unknown or misspelt keys are errors that name the key and suggest the
+closest valid ones; ``--set key=value`` overrides are parsed as YAML scalars and validated like the file.
+
+Strings may use ``${VAR}``: ``${EFFSR_ASSETS}`` and ``${EFFSR_DATA}`` default to :func:`effsr.assets.assets_dir`
+and :func:`effsr.assets.data_root` when unset; any other variable must be set.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..assets import assets_dir, data_root
+
+__all__ = ["DataSource", "Recipe", "RecipeError", "Stage", "apply_overrides", "load_recipe", "parse_recipe"]
+
+LossName = Literal["l1", "mse", "l2", "charbonnier"]
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is invalid; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    # protected_namespaces=(): the recipe keys model / model_args are ours, not pydantic's.
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DataSource(_Strict):
+    """One training image folder: HR, optional matching LR (else LR made on the fly), optional subset."""
+
+    hr: str
+    lr: str | None = None  # None: LR made from HR by the MATLAB bicubic resize on the device
+    file_list: str | None = None  # text file of paths relative to ``hr``, one per line
+    limit: int | None = Field(default=None, gt=0)  # keep the first N images (sorted by relative path)
+
+
+class Stage(_Strict):
+    """One training stage. ``iters`` counts optimizer steps; ``patch_size`` is the HR patch side."""
+
+    name: str = ""
+    iters: int = Field(gt=0)
+    patch_size: int = Field(gt=0)
+    batch_size: int = Field(gt=0)  # per rank: the global batch is batch_size x world size
+    loss: LossName = "l1"
+    pixel_weight: float = 1.0
+    distill_weight: float = Field(default=0.0, ge=0)  # > 0: add a loss towards the recipe's teacher
+    distill_loss: LossName = "l1"
+    lr: float = Field(gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)  # BasicSR's Adam betas in every seed team's options
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=list)  # multistep: iterations where the rate is x gamma
+    gamma: float = 0.5
+    eta_min: float = Field(default=1e-7, ge=0)  # cosine: final rate
+    warmup_iters: int = Field(default=0, ge=0)  # linear warm-up from 0 (none in the seed recipes)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)  # 0 disables the EMA
+    grad_clip: float | None = Field(default=None, gt=0)  # max global L2 norm of the gradients
+    init: str | None = None  # None: previous stage's weights (fresh init for stage 0); a path; or "official"
+    hflip: bool = True
+    rot: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Stage:
+        if sorted(self.milestones) != list(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {self.milestones}")
+        if any(m <= 0 or m >= self.iters for m in self.milestones):
+            raise ValueError(f"milestones must lie in (0, iters={self.iters}), got {self.milestones}")
+        if self.warmup_iters >= self.iters:
+            raise ValueError(f"warmup_iters {self.warmup_iters} must be below iters {self.iters}")
+        return self
+
+
+class Recipe(_Strict):
+    """A whole run. Paths are expanded (``${VAR}``, ``~``) on load."""
+
+    name: str = ""  # run name; defaults to the config file's stem
+    model: str
+    model_args: dict[str, Any] = Field(default_factory=dict)
+    scale: int = Field(default=4, gt=0)
+    seed: int = Field(default=0, ge=0)
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-identical resume on CPU
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each rank takes cuda:LOCAL_RANK)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA; CPU always runs fp32
+    threads: int | None = Field(default=None, gt=0)  # torch CPU threads per process
+    workers: int = Field(default=4, ge=0)  # DataLoader workers per rank
+    cache_images: int = Field(default=0, ge=0)  # decoded images kept per worker (small datasets)
+    train_data: list[DataSource] = Field(min_length=1)
+    val_data: str | None = None  # benchmark folder (HR/ + LR_bicubic/X<s>/, or HR only)
+    val_every: int = Field(default=0, ge=0)  # 0: validate at the end of each stage only
+    ckpt_every: int = Field(default=1000, gt=0)
+    keep_checkpoints: int = Field(default=2, gt=0)
+    log_every: int = Field(default=100, gt=0)
+    teacher: str | None = None  # a zoo model name used by stages with distill_weight > 0
+    teacher_args: dict[str, Any] = Field(default_factory=dict)
+    teacher_weights: str | None = None  # None: the zoo's default weights for ``teacher``
+    stage_init: Literal["ema", "model"] = "ema"  # which weights of a finished stage start the next one
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        for i, st in enumerate(self.stages):
+            if st.patch_size % self.scale:
+                raise ValueError(f"stages.{i}.patch_size {st.patch_size} is not a multiple of scale {self.scale}")
+            if st.distill_weight > 0 and not self.teacher:
+                raise ValueError(f"stages.{i}.distill_weight > 0 needs a 'teacher'")
+        return self
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(st.distill_weight > 0 for st in self.stages)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading, overrides and errors
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand(value: str) -> str:
+    """``${VAR}``/``$VAR`` and ``~`` expansion with project defaults for EFFSR_ASSETS and EFFSR_DATA."""
+    defaults = {"EFFSR_ASSETS": lambda: str(assets_dir()), "EFFSR_DATA": lambda: str(data_root())}
+
+    def sub(m: re.Match[str]) -> str:
+        var = m.group(1) or m.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if var in defaults:
+            return defaults[var]()
+        raise RecipeError(f"environment variable {var} used in '{value}' is not set")
+
+    out = _VAR.sub(sub, value)
+    return os.path.expanduser(out) if out.startswith("~") else out
+
+
+def _expand_all(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return expand(obj)
+    if isinstance(obj, list):
+        return [_expand_all(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _expand_all(v) for k, v in obj.items()}
+    return obj
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the model that holds location ``loc`` (for 'did you mean' hints)."""
+    if len(loc) >= 3 and loc[0] == "stages":
+        return list(Stage.model_fields)
+    if len(loc) >= 3 and loc[0] == "train_data":
+        return list(DataSource.model_fields)
+    return list(Recipe.model_fields)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            lines.append(f"unknown key '{key}'{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"missing key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
+    return f"invalid recipe {source}:\n  " + "\n  ".join(lines)
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    targets: list[Any] = [data]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        nxt: list[Any] = []
+        for t in targets:
+            if isinstance(t, list):
+                idxs = range(len(t)) if part == "*" else [int(part)] if part.lstrip("-").isdigit() else None
+                if idxs is None:
+                    raise RecipeError(f"--set {key}: '{part}' must be a list index or '*'")
+                for j in idxs:
+                    if not -len(t) <= j < len(t):
+                        raise RecipeError(f"--set {key}: index {j} out of range (the list has {len(t)} entries)")
+                    if last:
+                        t[j] = value
+                    else:
+                        nxt.append(t[j])
+            elif isinstance(t, dict):
+                if last:
+                    t[part] = value
+                else:
+                    # Missing intermediate keys become dicts; validation reports them if they are not valid keys.
+                    nxt.append(t.setdefault(part, {}))
+            else:
+                raise RecipeError(f"--set {key}: cannot index into {type(t).__name__} at '{part}'")
+        targets = nxt
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (``stages.1.lr=1e-4``, ``stages.*.batch_size=8``); values are YAML scalars."""
+    out = copy.deepcopy(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise RecipeError(f"--set expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise RecipeError(f"--set expects key=value, got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--set {key}: cannot parse value '{raw}': {exc}") from exc
+        _set_path(out, key, value)
+    return out
+
+
+def parse_recipe(data: dict[str, Any], *, source: str = "<recipe>", name: str = "") -> Recipe:
+    """Validate a recipe dict (after overrides); ``name`` fills an empty ``name``."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"invalid recipe {source}: the top level must be a mapping")
+    data = _expand_all(data)
+    if not data.get("name") and name:
+        data = {**data, "name": name}
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source)) from None
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"cannot parse {p}: {exc}") from exc
+    return parse_recipe(apply_overrides(data, overrides), source=str(p), name=p.stem)

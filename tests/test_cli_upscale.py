@@ -75,9 +75,11 @@ def test_mixed_folder_and_files(tmp_path: Path, runner: CliRunner, span) -> None
     assert modes["gray"] == "L" and modes["rgba"] == "RGBA" and modes["rgb"] == "RGB" and modes["pal"] == "RGB"
     deep = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16 and deep.shape == (48, 64, 3)  # 16-bit stays 16-bit
-    # An ordinary RGB file gives exactly the library's (harness) result.
+    # An ordinary RGB file gives the library's (harness) result. The default backend is "fast", equal to the eager
+    # forward within 5e-4 in [0,1] units (issue 4), which can flip a rounding by one level on a rare value.
     expected = tensor_to_uint8(upscale(span, uint8_to_tensor(read_rgb_uint8(src / "rgb.png"))))
-    assert np.array_equal(read_rgb_uint8(out / "rgb.png"), expected)
+    diff = np.abs(read_rgb_uint8(out / "rgb.png").astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
     assert _no_partials(out)
     assert "7 image(s) written" in result.output
 
@@ -188,7 +190,8 @@ def test_write_failure_leaves_nothing_half_written(tmp_path: Path, runner: CliRu
 def test_tiling_and_memory_flags(tmp_path: Path, runner: CliRunner, span) -> None:
     arr = RNG.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     good = _good(tmp_path / "a.png", arr)
-    result = _run(runner, good, "-o", tmp_path / "t", *MODEL, "--tile", "24", "--tile-overlap", "8")
+    tile_flags = ["--tile", "24", "--tile-overlap", "8", "--backend", "eager"]
+    result = _run(runner, good, "-o", tmp_path / "t", *MODEL, *tile_flags)
     assert result.exit_code == 0, result.output
     tiled = read_rgb_uint8(tmp_path / "t" / "a.png")
     assert np.array_equal(tiled, tensor_to_uint8(upscale(span, uint8_to_tensor(arr), tile=24, tile_overlap=8)))
@@ -217,8 +220,6 @@ def test_setup_errors(tmp_path: Path, runner: CliRunner) -> None:
     good = _good(tmp_path / "a.png")
     result = _run(runner, good, "-o", tmp_path / "out")
     assert result.exit_code == 2 and "--model" in result.output
-    result = _run(runner, good, "-o", tmp_path / "out", *MODEL, "--backend", "onnxruntime")
-    assert result.exit_code == 2 and "onnxruntime" in result.output
     result = _run(runner, good, "-o", tmp_path / "out", "--model", "not_a_model")
     assert result.exit_code == 2 and "not_a_model" in result.output
     empty = tmp_path / "empty"

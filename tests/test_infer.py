@@ -394,9 +394,13 @@ def test_prepare_model_backends() -> None:
     net = LocalNet().train()
     eager = prepare_model(net, backend="eager")
     assert eager is net and not eager.training and not any(p.requires_grad for p in eager.parameters())
-    assert prepare_model(net, backend="fast") is net  # placeholder until the fast engine lands
-    with pytest.raises(NotImplementedError, match="onnxruntime"):
-        prepare_model(net, backend="onnxruntime")
+    x = torch.rand(1, 3, 24, 30)
+    with torch.no_grad():
+        ref = net(x)
+    for backend in ("fast", "onnxruntime"):  # the engines of effsr.deploy.engine, exact within 5e-4 (issue 4)
+        with torch.no_grad():
+            out = prepare_model(net, backend=backend)(x)
+        assert float((out - ref).abs().max()) <= 5e-4, backend
     with pytest.raises(ValueError, match="backend"):
         prepare_model(net, backend="tensorrt")
     if not torch.cuda.is_available():

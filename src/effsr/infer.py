@@ -505,9 +505,8 @@ def prepare_model(
     """The model ready for inference on ``device`` with ``backend``: the seam between the CLI/API and the engines.
 
     * ``eager``: the plain PyTorch forward (eval mode, no grad, on ``device``).
-    * ``fast``: effsr's fastest exact PyTorch path (issue 4 item 1). PLACEHOLDER: returns the eager model until the
-      deploy-form engine lands.
-    * ``onnxruntime``: not available yet (issue 4 item 4); raises ``NotImplementedError``.
+    * ``fast``: effsr's fastest exact PyTorch path (:func:`effsr.deploy.engine.prepare`).
+    * ``onnxruntime``: the model exported to ONNX and run by onnxruntime (same function).
 
     ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). A returned wrapper must
     keep the attributes ``upscale`` reads from the model: ``scale``, ``min_size``, ``tile_multiple``, ``min_tile``,
@@ -525,9 +524,8 @@ def prepare_model(
     model = model.eval().requires_grad_(False).to(dev)
     if backend == "eager":
         return model
-    if backend == "fast":
-        # PLACEHOLDER (issue 4 item 1, owned by the fast-backend work): deploy-form conversion, channels-last,
-        # torch.compile... will go here. Until then "fast" is the eager forward, so outputs are already exact.
-        return model
-    raise NotImplementedError("the onnxruntime backend is not implemented yet (issue 4 items 1 and 4); "
-                              "use --backend eager or fast")
+    # "fast" (deploy form, folded constants, oneDNN-friendly layout) and "onnxruntime" live in the deploy room;
+    # each is checked against the eager forward there (docs/deploy.md states the tolerances).
+    from .deploy.engine import prepare
+
+    return prepare(model, str(backend), device=dev, threads=threads)

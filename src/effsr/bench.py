@@ -1,0 +1,442 @@
+"""Speed benchmark harness: time the eager forward, the fast path and onnxruntime with the same protocol.
+
+Protocol (DESIGN.md habit 12, issue 4 item 5):
+
+* every (model, backend) runs in its own worker process by default, so process-wide settings of one backend (the
+  fast path's malloc tuning, onnxruntime's thread pool) cannot speed up or slow down another, and the eager forward
+  runs exactly as its authors run it;
+* each worker loads the model, prepares its backend for the benchmark size, and runs ``warmup`` forwards;
+* then the timed runs are **interleaved**: round r asks every worker for one forward, in an order rotated every
+  round, so drifting load on a shared machine hits every backend alike; each worker times its forward with
+  ``time.perf_counter`` (and ``torch.cuda.synchronize`` on CUDA);
+* results are the median and the inter-quartile range (p75 - p25) of those runs; the output of every backend on
+  the same deterministic image-like input is compared with the eager output (``max_abs_vs_eager``);
+* the floor is ``2 x MACs / dense_conv_gflops``: MACs from ``torch.utils.flop_counter`` (every convolution and
+  matrix product), the rate from a dense 3x3 convolution measured on the same machine in the same run
+  (:func:`dense_conv_gflops`).
+
+The library returns dataclasses and prints nothing; ``effsr bench`` and ``benchmarks/bench_speed.py`` format them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BACKENDS = ("eager", "fast", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One (model, backend, threads, size) measurement. Times in milliseconds, sizes (H, W) of the LR input."""
+
+    model: str
+    backend: str
+    threads: int
+    lr_size: tuple[int, int]
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    times_ms: tuple[float, ...] = ()
+    device: str = "cpu"
+    macs: int = 0
+    floor_ms: float = 0.0
+    max_abs_vs_eager: float | None = None
+    prepare_s: float = 0.0
+
+    @property
+    def output_mpix_per_s(self) -> float:
+        """Output megapixels per second (x4: 16 output pixels per LR pixel), from the median."""
+        h, w = self.lr_size
+        return 16 * h * w / (self.median_ms * 1e3) if self.median_ms > 0 else 0.0
+
+    @property
+    def times_floor(self) -> float:
+        """The median time divided by the arithmetic floor (1.0 = at the floor)."""
+        return self.median_ms / self.floor_ms if self.floor_ms > 0 else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry of ``effsr bench --json`` (issue 4 item 5, exactly these keys)."""
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "threads": self.threads,
+            "lr_size": [int(self.lr_size[0]), int(self.lr_size[1])],
+            "median_ms": round(self.median_ms, 4),
+            "iqr_ms": round(self.iqr_ms, 4),
+            "runs": self.runs,
+        }
+
+
+@dataclass
+class BenchReport:
+    """All results of one benchmark run, with the machine and its dense-convolution rate."""
+
+    machine: str
+    dense_conv_gflops: float
+    results: list[BenchResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "dense_conv_gflops": round(self.dense_conv_gflops, 3),
+            "results": [r.to_json() for r in self.results],
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def machine_name(device: str = "cpu") -> str:
+    """CPU model name (``lscpu``), logical CPUs, torch version; plus the GPU name on CUDA."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except (OSError, subprocess.SubprocessError):
+        pass
+    name = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        name += f", {torch.cuda.get_device_name(torch.device(device))}"
+    return name
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` as image tools write sizes (``"640x360"`` is a 360p frame) -> (H, W), the order of tensors."""
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"expected a size like 256x256 (HxW), got {text!r}")
+    return int(parts[1]), int(parts[0])
+
+
+def count_macs(model: torch.nn.Module, lr_size: tuple[int, int], channels: int = 3) -> int:
+    """Multiply-accumulates of one forward at ``lr_size``: every convolution and matrix product.
+
+    Counted by ``torch.utils.flop_counter`` (which reports 2 x MACs); unlike fvcore it also counts the convolutions
+    declared with ``padding='same'`` (specs/README.md section 1), so it is the arithmetic actually done.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, channels, *lr_size)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops() // 2)
+
+
+def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channels: int = 64,
+                      size: int = 256, repeats: int = 15) -> float:
+    """The rate of a dense 3x3 convolution (``channels`` -> ``channels``, ``size`` x ``size``, float32) in GFLOP/s.
+
+    The best of channels-last and NCHW, median of ``repeats`` timed runs after warm-up: the arithmetic rate the
+    machine reaches on the kind of work these models do, used as the floor's denominator.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dev).eval()
+    flops = 2 * channels * channels * 9 * size * size
+    best = 0.0
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = torch.rand(1, channels, size, size, device=dev).contiguous(memory_format=fmt)
+        c = conv.to(memory_format=fmt)
+        with torch.inference_mode():
+            times = _time_calls(lambda c=c, x=x: c(x), dev, repeats=repeats, warmup=3)
+        best = max(best, flops / statistics.median(times) / 1e9)
+    return best
+
+
+def _time_calls(fn: Callable[[], Any], device: torch.device, *, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        times.append(_timed(fn, device))
+    return times
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """The deterministic image-like input every backend gets (see :func:`effsr.deploy.engine.example_image`)."""
+    from .deploy.engine import example_image
+
+    return example_image(channels, lr_size[0], lr_size[1], seed=1234)
+
+
+# ---- workers ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    model: str
+    weights: str | None
+    backend: str
+    threads: int
+    lr_size: tuple[int, int]
+    device: str
+    warmup: int
+    tune_malloc: bool = True
+
+
+class _Runner:
+    """A prepared backend: loads the model, prepares it and runs timed forwards (in a worker or in process)."""
+
+    def __init__(self, job: _Job) -> None:
+        from .deploy.engine import prepare
+        from .models import load_model
+
+        torch.set_num_threads(job.threads)
+        self.device = torch.device(job.device)
+        model = load_model(job.model, job.weights, device=job.device)
+        t0 = time.perf_counter()
+        self.engine = prepare(model, job.backend, device=job.device, threads=job.threads, example_size=job.lr_size,
+                              tune_malloc=job.tune_malloc)
+        self.x = bench_input(job.lr_size).to(self.device)
+        self.output = self.engine(self.x).float().cpu()
+        for _ in range(max(0, job.warmup - 1)):
+            self.engine(self.x)
+        self.prepare_s = time.perf_counter() - t0
+
+    def run_ms(self) -> float:
+        return _timed(lambda: self.engine(self.x), self.device) * 1e3
+
+
+def _worker_main(address: str, authkey_hex: str) -> None:
+    """Entry point of a worker interpreter (``python -m effsr.bench --worker ADDRESS KEY``)."""
+    from multiprocessing.connection import Client
+
+    conn = Client(address, authkey=bytes.fromhex(authkey_hex))
+    job = conn.recv()
+    try:
+        runner = _Runner(job)
+        # numpy, not a tensor: torch's pickler would share the storage through a file descriptor.
+        conn.send(("ready", runner.output.numpy(), runner.prepare_s))
+    except Exception as exc:  # report, do not leave the parent waiting
+        conn.send(("error", f"{type(exc).__name__}: {exc}", 0.0))
+        return
+    while True:
+        cmd = conn.recv()
+        if cmd == "run":
+            conn.send(runner.run_ms())
+        else:
+            break
+
+
+class _Worker:
+    """One backend in its own Python interpreter (a fresh ``sys.executable``, not ``multiprocessing`` spawn: that
+    would re-run the caller's ``__main__``), driven over an authenticated local connection."""
+
+    def __init__(self, job: _Job, isolate: bool, timeout_s: float = 1800.0) -> None:
+        self.job = job
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.timeout_s = timeout_s
+        if not isolate:
+            self.runner = _Runner(job)
+            self.output, self.prepare_s = self.runner.output, self.runner.prepare_s
+            return
+        from multiprocessing.connection import Listener
+
+        key = os.urandom(16)
+        with Listener(authkey=key) as listener:
+            self.proc = subprocess.Popen([sys.executable, "-m", "effsr.bench", "--worker", str(listener.address),
+                                          key.hex()])
+            self.conn = _accept(listener, self.proc, timeout_s)
+        self.conn.send(job)
+        status, payload, self.prepare_s = self._recv()
+        if status != "ready":
+            self.close()
+            raise RuntimeError(f"{job.model}/{job.backend}: {payload}")
+        self.output = torch.from_numpy(payload)
+
+    def _recv(self) -> Any:
+        deadline = time.monotonic() + self.timeout_s
+        while not self.conn.poll(1.0):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.job.model}/{self.job.backend}: the worker exited "
+                                   f"(status {self.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.job.model}/{self.job.backend}: no answer in {self.timeout_s:.0f} s")
+        return self.conn.recv()
+
+    def run_ms(self) -> float:
+        if self.proc is None:
+            torch.set_num_threads(self.job.threads)
+            return self.runner.run_ms()
+        self.conn.send("run")
+        return float(self._recv())
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError):  # the worker may already be gone
+                self.conn.send("stop")
+                self.conn.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def _accept(listener: Any, proc: subprocess.Popen[bytes], timeout_s: float) -> Any:
+    """Accept the worker's connection, failing (not hanging) if the worker dies first."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def accept() -> None:
+        try:
+            box["conn"] = listener.accept()
+        except Exception as exc:  # the listener closed under us: reported below
+            box["error"] = exc
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while thread.is_alive():
+        thread.join(1.0)
+        if thread.is_alive() and (proc.poll() is not None or time.monotonic() > deadline):
+            if proc.poll() is None:
+                proc.kill()
+            raise RuntimeError(f"the benchmark worker did not connect (exit status {proc.poll()})")
+    if "conn" not in box:
+        raise RuntimeError(f"the benchmark worker did not connect: {box.get('error')}")
+    return box["conn"]
+
+
+def bench_model(
+    model: str,
+    *,
+    backends: Sequence[str] = BACKENDS,
+    threads: int = 2,
+    lr_size: tuple[int, int] = (256, 256),
+    device: str = "cpu",
+    runs: int = 20,
+    warmup: int = 3,
+    weights: str | None = None,
+    isolate: bool = True,
+    gflops: float | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[BenchResult]:
+    """Time ``backends`` of one zoo model with interleaved runs (see the module docstring); one result per backend.
+
+    ``isolate=False`` runs every backend in this process (quicker to start; process-wide settings then leak
+    between backends, so use it only for smoke tests).
+    """
+    from .models import load_model
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown} (choose from {', '.join(BACKENDS)})")
+    if runs < 1:
+        raise ValueError("runs must be >= 1")
+    macs = count_macs(load_model(model, weights), lr_size)
+    floor_ms = 2 * macs / (gflops * 1e9) * 1e3 if gflops else 0.0
+    workers: dict[str, _Worker] = {}
+    try:
+        for backend in backends:
+            if on_progress:
+                on_progress(f"{model}: preparing {backend} ({threads} threads, {lr_size[0]}x{lr_size[1]})")
+            # In-process runs share one allocator: leave it alone there (the fast path's tuning would leak).
+            job = _Job(model, weights, backend, threads, tuple(lr_size), device, warmup, tune_malloc=isolate)
+            workers[backend] = _Worker(job, isolate)
+        times: dict[str, list[float]] = {b: [] for b in backends}
+        order = list(backends)
+        for r in range(runs):
+            rotated = order[r % len(order):] + order[: r % len(order)]
+            for backend in rotated:
+                times[backend].append(workers[backend].run_ms())
+        reference = workers["eager"].output if "eager" in workers else None
+        results = []
+        for backend in backends:
+            t = sorted(times[backend])
+            q1, q3 = _quantile(t, 0.25), _quantile(t, 0.75)
+            err = None
+            if reference is not None:
+                err = float((workers[backend].output - reference).abs().max())
+            results.append(BenchResult(
+                model=model, backend=backend, threads=threads, lr_size=tuple(lr_size),
+                median_ms=statistics.median(t), iqr_ms=q3 - q1, runs=len(t), times_ms=tuple(times[backend]),
+                device=device, macs=macs, floor_ms=floor_ms, max_abs_vs_eager=err,
+                prepare_s=workers[backend].prepare_s))
+        return results
+    finally:
+        for w in workers.values():
+            w.close()
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile of already sorted values (numpy's default method)."""
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+
+
+def run_benchmark(
+    models: Sequence[str],
+    *,
+    backends: Sequence[str] = BACKENDS,
+    threads: Sequence[int] = (2,),
+    lr_sizes: Sequence[tuple[int, int]] = ((256, 256),),
+    device: str = "cpu",
+    runs: int = 20,
+    warmup: int = 3,
+    isolate: bool = True,
+    on_progress: Callable[[str], None] | None = None,
+) -> BenchReport:
+    """Benchmark every (model, size, threads) combination; the dense-conv rate is measured once per thread count
+    (the largest count's rate goes in the report, as the issue's JSON has one number)."""
+    rates = {}
+    for t in threads:
+        rates[t] = dense_conv_gflops(threads=t, device=device)
+    report = BenchReport(machine=machine_name(device), dense_conv_gflops=rates[max(threads)])
+    for size in lr_sizes:
+        for t in threads:
+            for model in models:
+                report.results.extend(bench_model(
+                    model, backends=backends, threads=t, lr_size=size, device=device, runs=runs, warmup=warmup,
+                    isolate=isolate, gflops=rates[t], on_progress=on_progress))
+    return report
+
+
+def result_rows(report: BenchReport) -> list[dict[str, Any]]:
+    """Flat rows with every field and the derived numbers (for tables and CSV)."""
+    rows = []
+    for r in report.results:
+        row = dataclasses.asdict(r)
+        row.pop("times_ms")
+        row["output_mpix_per_s"] = r.output_mpix_per_s
+        row["times_floor"] = r.times_floor
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
+    _worker_main(sys.argv[2], sys.argv[3])

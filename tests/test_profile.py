@@ -155,12 +155,12 @@ def test_cli_json_and_ntire_mode(tmp_path: Path) -> None:
     out = tmp_path / "rlfn.json"
     result = CliRunner().invoke(
         app,
-        ["profile", "--model", "rlfn", "--lr-size", "32x40", "--runs", "2", "--warmup", "1", "--json", str(out),
+        ["profile", "--model", "rlfn", "--lr-size", "40x32", "--runs", "2", "--warmup", "1", "--json", str(out),
          "--ntire", str(tmp_path / "tiny")],
     )
     assert result.exit_code == 0, result.output
     p = json.loads(out.read_text())
-    _check_payload(p, "rlfn", [32, 40], 2)
+    _check_payload(p, "rlfn", [32, 40], 2)  # --lr-size is W x H; the JSON's lr_size is [H, W]
     assert p["params"] == _reference()["rlfn"]["params"]
     assert p["num_conv"] == _reference()["rlfn"]["num_conv"]  # the conv count does not depend on the size
     images = p["ntire"]["images"]

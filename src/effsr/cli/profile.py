@@ -19,17 +19,17 @@ _BASELINE = "rlfn"  # NTIRE 2024 ESR baseline (Amazingren/NTIRE2024_ESR README.m
 
 
 def parse_lr_size(text: str) -> tuple[int, int]:
-    """``"256x256"`` (H x W) or ``"256"`` (square) -> (H, W)."""
+    """``"640x360"`` (W x H, as image tools and ``effsr bench`` write sizes) or ``"256"`` (square) -> (H, W)."""
     parts = text.lower().replace("*", "x").split("x")
     try:
         if len(parts) == 1:
             h = w = int(parts[0])
         elif len(parts) == 2:
-            h, w = int(parts[0]), int(parts[1])
+            w, h = int(parts[0]), int(parts[1])
         else:
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"expected HxW such as 256x256, got {text!r}") from None
+        raise typer.BadParameter(f"expected WxH such as 256x256 or 640x360, got {text!r}") from None
     if h < 1 or w < 1:
         raise typer.BadParameter(f"LR size must be positive, got {text!r}")
     return h, w
@@ -115,7 +115,7 @@ def _print_all(console: Console, payloads: list[dict[str, Any]], runtime_key: st
 def profile_cmd(
     model: str | None = typer.Option(None, "--model", "-m", help="Model name (see `effsr zoo`)."),
     weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file (.pth or .safetensors)."),
-    lr_size: str = typer.Option("256x256", "--lr-size", help="LR input HxW for counts, memory and runtime."),
+    lr_size: str = typer.Option("256x256", "--lr-size", help="LR input WxH, e.g. 640x360."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed forwards (after the warm-up)."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed forwards before timing."),

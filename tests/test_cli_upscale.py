@@ -228,3 +228,44 @@ def test_setup_errors(tmp_path: Path, runner: CliRunner) -> None:
     assert result.exit_code == 1 and "no input images" in result.output
     result = _run(runner, good, "-o", good, *MODEL)
     assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_batches_of_same_size_images(tmp_path: Path, runner: CliRunner) -> None:
+    """--batch-size runs same-size RGB images together; every output equals the one-image run (rounding aside)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _good(src / f"same{i}.png", RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    _good(src / "other.png", RNG.integers(0, 256, (10, 14, 3), dtype=np.uint8))
+    _good(src / "gray.png", RGB[..., 0])
+    _corrupt(src / "broken.png")
+    flags = [*MODEL, "--backend", "eager", "--continue-on-error"]
+    one = _run(runner, src, "-o", tmp_path / "one", *flags)
+    many = _run(runner, src, "-o", tmp_path / "many", *flags, "--batch-size", "4")
+    for result in (one, many):
+        assert result.exit_code == 1 and "broken.png" in result.output  # the corrupt file is reported, not fatal
+        assert "5 image(s) written" in result.output and "1 failed" in result.output
+    for name in ("same0", "same1", "same2", "other", "gray"):
+        a = np.asarray(PILImage.open(tmp_path / "one" / f"{name}.png")).astype(np.int16)
+        b = np.asarray(PILImage.open(tmp_path / "many" / f"{name}.png")).astype(np.int16)
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() <= 1e-3, name
+
+
+def test_precision_and_compile_flags(tmp_path: Path, runner: CliRunner, span) -> None:
+    # A smooth photo-like image (the low-precision tolerances are stated for natural images, not for noise).
+    yy, xx = np.mgrid[0:24, 0:32]
+    smooth = np.stack([yy * 8 + 20, xx * 6 + 30, (yy + xx) * 4 + 10], axis=-1).clip(0, 255).astype(np.uint8)
+    good = _good(tmp_path / "a.png", smooth)
+    reference = tensor_to_uint8(upscale(span, uint8_to_tensor(smooth))).astype(np.int16)
+    # bfloat16 keeps 8 bits of mantissa: effsr.deploy.engine.LOW_PRECISION_TOLERANCE allows 6e-2 (15 levels).
+    result = _run(runner, good, "-o", tmp_path / "bf16", *MODEL, "--precision", "bf16")
+    assert result.exit_code == 0, result.output
+    bf16 = read_rgb_uint8(tmp_path / "bf16" / "a.png").astype(np.int16)
+    assert np.abs(bf16 - reference).max() <= 15 and not np.array_equal(bf16, reference)  # it did run in bf16
+    result = _run(runner, good, "-o", tmp_path / "compiled", *MODEL, "--compile", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    compiled = read_rgb_uint8(tmp_path / "compiled" / "a.png").astype(np.int16)
+    assert np.abs(compiled - reference).max() <= 1  # float32: the fast path's 5e-4 bound, at most one level
+    result = _run(runner, good, "-o", tmp_path / "x", *MODEL, "--precision", "fp16", "--backend", "onnxruntime")
+    assert result.exit_code == 2 and "float32 only" in result.output

@@ -96,9 +96,13 @@ def test_json_shape(data_dir: Path, tmp_path: Path) -> None:
     assert len(table.splitlines()) == 2 + 1 + 5
 
 
-def test_cli_eval_rlfn_set5(set5_metrics: dict, data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", [None, "eager", "onnxruntime"])
+def test_cli_eval_rlfn_set5(set5_metrics: dict, data_dir: Path, tmp_path: Path, backend: str | None) -> None:
+    """Every engine (default: fast) gives the official per-image metrics within the issue's tolerance."""
     out = tmp_path / "rlfn.json"
     args = ["eval", "--model", "rlfn", "--data-root", str(data_dir), "set5", "--json", str(out)]
+    if backend is not None:
+        args += ["--backend", backend, "--threads", "2"]
     result = CliRunner().invoke(app, [*args, "--csv", str(tmp_path / "rlfn.csv")])
     assert result.exit_code == 0, result.output
     assert "| rlfn | set5 | 5 |" in result.stdout

@@ -4,16 +4,20 @@ Protocol (DESIGN.md habit 12, issue 4 item 5):
 
 * every (model, backend) runs in its own worker process by default, so process-wide settings of one backend (the
   fast path's malloc tuning, onnxruntime's thread pool) cannot speed up or slow down another, and the eager forward
-  runs exactly as its authors run it;
+  runs exactly as its authors run it (in the caller's environment), while the other backends get effsr's
+  process settings as the command line applies them (``GOMP_SPINCOUNT``, :mod:`effsr.runtime`);
 * each worker loads the model, prepares its backend for the benchmark size, and runs ``warmup`` forwards;
 * then the timed runs are **interleaved**: round r asks every worker for one forward, in an order rotated every
-  round, so drifting load on a shared machine hits every backend alike; each worker times its forward with
-  ``time.perf_counter`` (and ``torch.cuda.synchronize`` on CUDA);
+  round, so drifting load on a shared machine hits every backend alike, with a short pause before each run (thread
+  pools that keep spinning after their own run must not slow the next backend down); each worker times its forward
+  with ``time.perf_counter`` (and ``torch.cuda.synchronize`` on CUDA);
 * results are the median and the inter-quartile range (p75 - p25) of those runs; the output of every backend on
   the same deterministic image-like input is compared with the eager output (``max_abs_vs_eager``);
-* the floor is ``2 x MACs / dense_conv_gflops``: MACs from ``torch.utils.flop_counter`` (every convolution and
-  matrix product), the rate from a dense 3x3 convolution measured on the same machine in the same run
-  (:func:`dense_conv_gflops`).
+* the floor is ``2 x MACs / dense rate``: MACs from ``torch.utils.flop_counter`` (every convolution and matrix
+  product); the rate from a dense 3x3 convolution (64 -> 64 channels, channels-last, at the cell's LR size) that
+  takes its turn in the same interleaved rounds as a worker of its own, so it is measured with the same stopwatch,
+  pauses, process setup and machine state as the models. :func:`dense_conv_gflops` gives the tight-loop peak of
+  the same convolution for comparison (on the 2-core CPU here it is 5-10% higher than the in-round rate).
 
 The library returns dataclasses and prints nothing; ``effsr bench`` and ``benchmarks/bench_speed.py`` format them.
 """
@@ -36,7 +40,13 @@ from typing import Any
 
 import torch
 
+from .runtime import openmp_env
+
 BACKENDS = ("eager", "fast", "onnxruntime")
+# The pseudo-backend that times the dense reference convolution inside every cell's interleaved rounds.
+DENSE = "dense-3x3"
+# Its shape: 64 -> 64 channels, 3x3, float32, channels-last (the fastest layout here), at the cell's LR size.
+DENSE_CHANNELS = 64
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,7 @@ class BenchResult:
     floor_ms: float = 0.0
     max_abs_vs_eager: float | None = None
     prepare_s: float = 0.0
+    dense_gflops: float = 0.0
 
     @property
     def output_mpix_per_s(self) -> float:
@@ -121,7 +132,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """``"WxH"`` as image tools write sizes (``"640x360"`` is a 360p frame) -> (H, W), the order of tensors."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"expected a size like 256x256 (HxW), got {text!r}")
+        raise ValueError(f"expected a size like 640x360 (W x H), got {text!r}")
     return int(parts[1]), int(parts[0])
 
 
@@ -200,6 +211,7 @@ class _Job:
     device: str
     warmup: int
     tune_malloc: bool = True
+    dense_repeat: int = 1
 
 
 class _Runner:
@@ -211,6 +223,9 @@ class _Runner:
 
         torch.set_num_threads(job.threads)
         self.device = torch.device(job.device)
+        if job.backend == DENSE:
+            self._init_dense(job)
+            return
         model = load_model(job.model, job.weights, device=job.device)
         t0 = time.perf_counter()
         self.engine = prepare(model, job.backend, device=job.device, threads=job.threads, example_size=job.lr_size,
@@ -219,6 +234,37 @@ class _Runner:
         self.output = self.engine(self.x).float().cpu()
         for _ in range(max(0, job.warmup - 1)):
             self.engine(self.x)
+        self.prepare_s = time.perf_counter() - t0
+
+    def _init_dense(self, job: _Job) -> None:
+        """The reference work of the floor, timed exactly like a model (same process setup and rounds).
+
+        One turn runs the dense convolution ``job.dense_repeat`` times back to back: as many MACs as the model's
+        forward, so the cost of starting a turn (waking the threads after the pause, cold caches) weighs on the
+        reference as much as on the model (measured here: one 8 ms convolution per turn ran at 394 GFLOP/s, eight at
+        492 GFLOP/s, against a 515 GFLOP/s tight-loop peak).
+        """
+        t0 = time.perf_counter()
+        if job.tune_malloc and self.device.type == "cpu":
+            # The fast path's allocator setting: without it every 16 MB output is a fresh, page-faulting mmap.
+            from .deploy.engine import tune_glibc_malloc
+
+            tune_glibc_malloc()
+        conv = torch.nn.Conv2d(DENSE_CHANNELS, DENSE_CHANNELS, 3, padding=1).to(self.device).eval()
+        conv = conv.to(memory_format=torch.channels_last).requires_grad_(False)
+        x = torch.rand(1, DENSE_CHANNELS, *job.lr_size, device=self.device)
+        self.x = x.contiguous(memory_format=torch.channels_last)
+
+        def engine(inp: torch.Tensor, repeat: int = max(1, job.dense_repeat)) -> torch.Tensor:
+            with torch.inference_mode():
+                for _ in range(repeat):
+                    out = conv(inp)
+            return out
+
+        self.engine = engine
+        for _ in range(max(1, job.warmup)):
+            self.engine(self.x)
+        self.output = torch.zeros(0)
         self.prepare_s = time.perf_counter() - t0
 
     def run_ms(self) -> float:
@@ -262,8 +308,11 @@ class _Worker:
 
         key = os.urandom(16)
         with Listener(authkey=key) as listener:
+            # The eager worker runs in the caller's environment (the model as its authors run it); the others with
+            # effsr's runtime settings, as the effsr command line runs them (effsr.runtime).
+            env = None if job.backend == "eager" else openmp_env()
             self.proc = subprocess.Popen([sys.executable, "-m", "effsr.bench", "--worker", str(listener.address),
-                                          key.hex()])
+                                          key.hex()], env=env)
             self.conn = _accept(listener, self.proc, timeout_s)
         self.conn.send(job)
         status, payload, self.prepare_s = self._recv()
@@ -340,10 +389,15 @@ def bench_model(
     weights: str | None = None,
     isolate: bool = True,
     gflops: float | None = None,
+    pause_s: float = 0.2,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
     """Time ``backends`` of one zoo model with interleaved runs (see the module docstring); one result per backend.
 
+    ``gflops=None`` (default) measures the floor's dense-convolution rate inside the same rounds: a worker that runs
+    a 64 -> 64 3x3 convolution at ``lr_size`` (repeated to as many MACs as the model's forward) takes its turn with
+    the backends, so the rate and the models' times come from the same process setup, pauses and machine state
+    (:data:`DENSE`); a number fixes the rate instead.
     ``isolate=False`` runs every backend in this process (quicker to start; process-wide settings then leak
     between backends, so use it only for smoke tests).
     """
@@ -355,21 +409,31 @@ def bench_model(
     if runs < 1:
         raise ValueError("runs must be >= 1")
     macs = count_macs(load_model(model, weights), lr_size)
-    floor_ms = 2 * macs / (gflops * 1e9) * 1e3 if gflops else 0.0
+    h, w = lr_size
+    dense_macs = DENSE_CHANNELS * DENSE_CHANNELS * 9 * h * w
+    dense_repeat = max(1, round(macs / dense_macs))  # a dense workload as large as the model's forward
     workers: dict[str, _Worker] = {}
+    timed = list(backends) + ([DENSE] if gflops is None else [])
     try:
-        for backend in backends:
+        for backend in timed:
             if on_progress:
                 on_progress(f"{model}: preparing {backend} ({threads} threads, {lr_size[0]}x{lr_size[1]})")
             # In-process runs share one allocator: leave it alone there (the fast path's tuning would leak).
-            job = _Job(model, weights, backend, threads, tuple(lr_size), device, warmup, tune_malloc=isolate)
+            job = _Job(model, weights, backend, threads, tuple(lr_size), device, warmup, tune_malloc=isolate,
+                       dense_repeat=dense_repeat)
             workers[backend] = _Worker(job, isolate)
-        times: dict[str, list[float]] = {b: [] for b in backends}
-        order = list(backends)
+        times: dict[str, list[float]] = {b: [] for b in timed}
+        order = list(timed)
         for r in range(runs):
             rotated = order[r % len(order):] + order[: r % len(order)]
             for backend in rotated:
+                # A pause before each run: thread pools that spin after their own run (onnxruntime's, OpenMP's)
+                # must not steal the cores from the next backend (they did: +25 ms on the run after onnxruntime).
+                time.sleep(pause_s)
                 times[backend].append(workers[backend].run_ms())
+        if gflops is None:
+            gflops = 2 * dense_macs * dense_repeat / (statistics.median(times[DENSE]) * 1e6)
+        floor_ms = 2 * macs / (gflops * 1e9) * 1e3
         reference = workers["eager"].output if "eager" in workers else None
         results = []
         for backend in backends:
@@ -382,7 +446,7 @@ def bench_model(
                 model=model, backend=backend, threads=threads, lr_size=tuple(lr_size),
                 median_ms=statistics.median(t), iqr_ms=q3 - q1, runs=len(t), times_ms=tuple(times[backend]),
                 device=device, macs=macs, floor_ms=floor_ms, max_abs_vs_eager=err,
-                prepare_s=workers[backend].prepare_s))
+                prepare_s=workers[backend].prepare_s, dense_gflops=gflops))
         return results
     finally:
         for w in workers.values():
@@ -411,18 +475,20 @@ def run_benchmark(
     isolate: bool = True,
     on_progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Benchmark every (model, size, threads) combination; the dense-conv rate is measured once per thread count
-    (the largest count's rate goes in the report, as the issue's JSON has one number)."""
-    rates = {}
-    for t in threads:
-        rates[t] = dense_conv_gflops(threads=t, device=device)
-    report = BenchReport(machine=machine_name(device), dense_conv_gflops=rates[max(threads)])
+    """Benchmark every (model, size, threads) combination.
+
+    The dense-convolution rate is measured inside every cell's rounds (:func:`bench_model`); the report's single
+    ``dense_conv_gflops`` (the issue's JSON has one number) is the median of those rates at the largest thread count.
+    """
+    report = BenchReport(machine=machine_name(device), dense_conv_gflops=0.0)
     for size in lr_sizes:
         for t in threads:
             for model in models:
                 report.results.extend(bench_model(
                     model, backends=backends, threads=t, lr_size=size, device=device, runs=runs, warmup=warmup,
-                    isolate=isolate, gflops=rates[t], on_progress=on_progress))
+                    isolate=isolate, on_progress=on_progress))
+    rates = [r.dense_gflops for r in report.results if r.threads == max(threads)]
+    report.dense_conv_gflops = statistics.median(rates) if rates else 0.0
     return report
 
 

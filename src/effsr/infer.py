@@ -53,7 +53,7 @@ import logging
 import math
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -495,12 +495,58 @@ def upscale_image(
     return image.with_pixels(rgb, alpha_sr)
 
 
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _batchable(image: Image) -> bool:
+    return image.alpha is None and not image.was_grayscale
+
+
+@torch.inference_mode()
+def upscale_images(
+    model: nn.Module,
+    images: Sequence[Image],
+    *,
+    tile: int | None = None,
+    tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    max_memory: int | str | None = None,
+    alpha: AlphaMode = "model",
+    on_tile: TileCallback | None = None,
+) -> list[Image]:
+    """Upscale several images, running same-size plain RGB images as one batch (one forward per tile for all).
+
+    Images with alpha or grayscale, and sizes that occur once, go through :func:`upscale_image` one by one; the
+    results are in the input order and equal what :func:`upscale_image` returns for each image alone (the models
+    treat batch items independently; float rounding of batched kernels aside). ``max_memory`` is the budget of the
+    whole batch, so large batches tile sooner.
+    """
+    results: list[Image | None] = [None] * len(images)
+    groups: dict[tuple[int, int, str], list[int]] = {}
+    for i, img in enumerate(images):
+        if _batchable(img):
+            groups.setdefault((img.height, img.width, str(img.rgb.device)), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        lr = torch.cat([images[i].rgb for i in members], dim=0)
+        sr = upscale(model, lr, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory, on_tile=on_tile)
+        for k, i in enumerate(members):
+            results[i] = images[i].with_pixels(sr[k : k + 1], None)
+    for i, img in enumerate(images):
+        if results[i] is None:
+            results[i] = upscale_image(model, img, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory,
+                                       alpha=alpha, on_tile=on_tile)
+    return [r for r in results if r is not None]
+
+
 def prepare_model(
     model: nn.Module,
     *,
     backend: Backend | str = "eager",
     device: str | torch.device = "cpu",
     threads: int | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> nn.Module:
     """The model ready for inference on ``device`` with ``backend``: the seam between the CLI/API and the engines.
 
@@ -508,12 +554,21 @@ def prepare_model(
     * ``fast``: effsr's fastest exact PyTorch path (:func:`effsr.deploy.engine.prepare`).
     * ``onnxruntime``: the model exported to ONNX and run by onnxruntime (same function).
 
-    ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). A returned wrapper must
+    ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). ``precision`` ("fp32",
+    "fp16", "bf16"; see :data:`effsr.deploy.engine.LOW_PRECISION_TOLERANCE` for the tolerances of the last two) and
+    ``compile`` (``torch.compile`` the fast graph) go to the engine. A returned wrapper must
     keep the attributes ``upscale`` reads from the model: ``scale``, ``min_size``, ``tile_multiple``, ``min_tile``,
     ``receptive_radius``, and may set ``bytes_per_lr_pixel`` when its memory differs from the eager forward's.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    dtype = PRECISIONS[precision]
+    if compile and backend != "fast":
+        raise ValueError("compile applies to the fast backend only")
+    if dtype != torch.float32 and backend == "onnxruntime":
+        raise ValueError("the onnxruntime backend runs float32 only")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but is not available on this machine")
@@ -522,10 +577,11 @@ def prepare_model(
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     model = model.eval().requires_grad_(False).to(dev)
-    if backend == "eager":
+    if backend == "eager" and dtype == torch.float32:
         return model
     # "fast" (deploy form, folded constants, oneDNN-friendly layout) and "onnxruntime" live in the deploy room;
     # each is checked against the eager forward there (docs/deploy.md states the tolerances).
     from .deploy.engine import prepare
 
-    return prepare(model, str(backend), device=dev, threads=threads)
+    return prepare(model, str(backend), device=dev, threads=threads, dtype=None if dtype == torch.float32 else dtype,
+                   compile=compile)

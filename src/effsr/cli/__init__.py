@@ -6,7 +6,12 @@ they are imported here by name.
 
 from __future__ import annotations
 
-import typer
+from ..runtime import configure_openmp
+
+# Before anything imports torch: how OpenMP threads wait between operators (see effsr.runtime).
+configure_openmp()
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="effsr",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -49,13 +50,14 @@ def bench_cmd(
     err = Console(stderr=True)
     report = run_benchmark(models, backends=backends, threads=thread_counts, lr_sizes=sizes, device=device, runs=runs,
                            warmup=warmup, isolate=not in_process, on_progress=lambda msg: err.print(msg))
-    table = Table(title=f"{report.machine}; dense 3x3 conv {report.dense_conv_gflops:.0f} GFLOP/s")
+    table = Table(title=f"{report.machine}; dense 3x3 conv {report.dense_conv_gflops:.0f} GFLOP/s (in-round median)")
     for col in ("model", "backend", "threads", "LR WxH", "median ms", "IQR ms", "out MP/s", "x floor", "max abs"):
         table.add_column(col)
     for r in report.results:
         err_text = "-" if r.max_abs_vs_eager is None else f"{r.max_abs_vs_eager:.1e}"
         table.add_row(r.model, r.backend, str(r.threads), f"{r.lr_size[1]}x{r.lr_size[0]}", f"{r.median_ms:.1f}",
                       f"{r.iqr_ms:.1f}", f"{r.output_mpix_per_s:.2f}", f"{r.times_floor:.2f}", err_text)
-    Console().print(table)
+    # Piped output gets a wide table (rich would otherwise fold every column to 80 characters).
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     if json_path is not None:
         report.write_json(json_path)

@@ -24,6 +24,10 @@ def eval_cmd(
         None, "--data-root", help="Where dataset names are looked up (default: $EFFSR_DATA or <assets>/data)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    backend: str = typer.Option(
+        "fast", "--backend", help="Inference engine: eager (the authors' forward), fast (default) or onnxruntime."
+    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: PyTorch's)."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Write per-image metrics to this CSV file."),
     json_path: Path | None = typer.Option(
         None, "--json", help="Write per-image metrics and means as JSON (one object, or a list for several runs)."
@@ -40,12 +44,16 @@ def eval_cmd(
 
     from ..evaluate import evaluate, find_dataset, markdown_summary, model_cost, plot_quality_vs_cost, write_csv
     from ..evaluate import write_json as write_json_file
+    from ..infer import BACKENDS, prepare_model
     from ..models import get_spec, list_models
 
     if all_models and (model is not None or weights is not None):
         raise typer.BadParameter("--all-models cannot be combined with --model/--weights")
     if not all_models and model is None and weights is None:
         raise typer.BadParameter("give --model NAME (and/or --weights FILE), or --all-models")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="--backend")
     specs = [*(datasets or []), *dataset_opts] or ["set5"]
 
     runs: list[tuple[str, str | None, Path | None]] = []  # (display name, model name, weights)
@@ -63,6 +71,10 @@ def eval_cmd(
             net = effsr.load(name, wpath, device=device)
             scale = int(getattr(net, "scale", 4))
             cost = model_cost(net) if plot is not None else None
+            try:
+                net = prepare_model(net, backend=backend, device=device, threads=threads)
+            except (ValueError, RuntimeError, ImportError) as exc:
+                raise typer.BadParameter(f"cannot prepare {display} for --backend {backend}: {exc}") from exc
             for spec in specs:
                 try:
                     ds = find_dataset(spec, scale=scale, data_root=data_root)

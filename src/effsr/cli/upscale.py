@@ -28,6 +28,12 @@ class BackendChoice(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+class PrecisionChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 @dataclass
 class _Job:
     src: Path
@@ -107,6 +113,17 @@ def upscale_cmd(
     ),
     backend: BackendChoice = typer.Option(BackendChoice.fast, "--backend", help="Inference engine."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: PyTorch's)."),
+    precision: PrecisionChoice = typer.Option(
+        PrecisionChoice.fp32, "--precision",
+        help="Compute precision: fp16/bf16 for CUDA (bf16 also on CPUs with AVX-512 BF16); docs/deploy.md states "
+             "their tolerances.",
+    ),
+    compile_graph: bool = typer.Option(
+        False, "--compile", help="torch.compile the fast path (slow start: compiles once per image size)."
+    ),
+    batch_size: int = typer.Option(
+        1, "--batch-size", min=1, help="Run up to N same-size RGB images per forward (the budget covers the batch)."
+    ),
     continue_on_error: bool = typer.Option(
         False, "--continue-on-error", help="Report a failing file and go on with the others."
     ),
@@ -151,11 +168,12 @@ def upscale_cmd(
     import effsr
 
     from ..imageio import ImageReadError, read_image, write_image
-    from ..infer import prepare_model, upscale_image
+    from ..infer import prepare_model, upscale_images
 
     try:
         net = effsr.load(model, weights, device="cpu")
-        net = prepare_model(net, backend=backend.value, device=device, threads=threads)
+        net = prepare_model(net, backend=backend.value, device=device, threads=threads, precision=precision.value,
+                            compile=compile_graph)
     except (NotImplementedError, ValueError, KeyError, OSError, RuntimeError) as e:
         say(f"error: cannot set up the model: {e}", "red")
         raise typer.Exit(2) from None
@@ -172,20 +190,25 @@ def upscale_cmd(
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles_task, completed=done, total=total, visible=total > 1)
 
-        for job in todo:
-            assert job.dst is not None
-            progress.update(files_task, description=f"upscaling {job.src.name}")
+        def run(batch: list[tuple[_Job, object]]) -> list[object]:
+            """The upscaled images of ``batch``; on a failure of the joint forward, each image alone."""
+            kw = {"tile": tile, "tile_overlap": overlap, "max_memory": budget, "on_tile": on_tile}
             try:
-                img = read_image(job.src)
-                sr = upscale_image(net, img.to(device), tile=tile,
-                                   tile_overlap=overlap, max_memory=budget, on_tile=on_tile)
-                del img
-                write_image(sr, job.dst)
-                del sr
-            except ImageReadError as e:
-                job.error = str(e)
-            except (RuntimeError, OSError, ValueError, MemoryError) as e:
-                job.error = f"{job.src}: {type(e).__name__}: {e}"
+                return upscale_images(net, [img for _, img in batch], **kw)
+            except (RuntimeError, ValueError, MemoryError):
+                if len(batch) == 1:
+                    raise
+            out: list[object] = []
+            for job, img in batch:
+                try:
+                    out.extend(upscale_images(net, [img], **kw))
+                except (RuntimeError, ValueError, MemoryError) as e:
+                    job.error = f"{job.src}: {type(e).__name__}: {e}"
+                    out.append(None)
+            return out
+
+        def finish(job: _Job) -> None:
+            nonlocal failed, written
             progress.update(tiles_task, visible=False)
             progress.advance(files_task)
             if job.error is not None:
@@ -197,6 +220,39 @@ def upscale_cmd(
             else:
                 written += 1
                 say(f"{job.src} -> {job.dst}")
+
+        for start in range(0, len(todo), batch_size):
+            batch: list[tuple[_Job, object]] = []
+            for job in todo[start : start + batch_size]:
+                progress.update(files_task, description=f"reading {job.src.name}")
+                try:
+                    batch.append((job, read_image(job.src).to(device)))
+                except ImageReadError as e:
+                    job.error = str(e)
+                except (RuntimeError, OSError, ValueError, MemoryError) as e:
+                    job.error = f"{job.src}: {type(e).__name__}: {e}"
+                if job.error is not None:
+                    finish(job)
+            if not batch:
+                continue
+            names = ", ".join(job.src.name for job, _ in batch)
+            progress.update(files_task, description=f"upscaling {names}")
+            try:
+                results = run(batch)
+            except (RuntimeError, OSError, ValueError, MemoryError) as e:
+                job, _ = batch[0]
+                job.error = f"{job.src}: {type(e).__name__}: {e}"
+                results = [None]
+            del batch[len(results):]
+            for (job, _img), sr in zip(batch, results, strict=True):
+                if sr is not None and job.error is None:
+                    assert job.dst is not None
+                    try:
+                        write_image(sr, job.dst)
+                    except (RuntimeError, OSError, ValueError, MemoryError) as e:
+                        job.error = f"{job.src}: {type(e).__name__}: {e}"
+                finish(job)
+            del batch, results
         progress.update(files_task, description="done")
     say(f"{written} image(s) written to {output}" + (f", {failed} failed" if failed else ""),
         "red" if failed else "green")

@@ -56,15 +56,14 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float
     return proc.returncode, usage.ru_maxrss * 1024 / 1e9, wall  # ru_maxrss is in KiB on Linux
 
 
-def planned_tile(name: str, size: int, threads: int) -> int:
-    """The tile edge automatic tiling picks for this model and image size (same code path as the CLI)."""
+def planned_tile(name: str, size: int, threads: int, backend: str) -> int:
+    """The tile edge automatic tiling picks for this model, backend and image size (same code path as the CLI)."""
     import torch
 
     import effsr
-    from effsr.infer import auto_tile_size
+    from effsr.infer import auto_tile_size, prepare_model
 
-    torch.set_num_threads(threads)
-    model = effsr.load(name)
+    model = prepare_model(effsr.load(name), backend=backend, threads=threads)
     return auto_tile_size(model, torch.empty(1, 3, size, size))
 
 
@@ -112,7 +111,7 @@ def main() -> None:
 
             with Image.open(Path(tmp) / "out" / "big.png") as out:
                 out_size = out.size
-            tile = planned_tile(name, args.size, args.threads)
+            tile = planned_tile(name, args.size, args.threads, args.backend)
             ok = rc == 0 and out_size == (4 * args.size, 4 * args.size) and peak_gb < LIMIT_GB
             rows.append((name, tile, base_gb, peak_gb, wall, out_size, ok))
             print(f"{name}: tile {tile}, baseline {base_gb:.2f} GB, peak {peak_gb:.2f} GB, {wall:.0f} s, "

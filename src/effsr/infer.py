@@ -21,7 +21,8 @@ describe themselves to the tiler with optional class attributes:
   pooled grids, so that a tile's pooling windows sit where the whole image's do;
 * ``min_tile`` (default 0): the smallest tile the model computes faithfully (AGDN: its 96-pixel attention window);
 * ``receptive_radius`` (default None = unbounded or unknown): lets ``band = R`` when ``overlap // 4 < R``;
-* ``bytes_per_lr_pixel``: overrides the measured activation memory (for backends the probe cannot follow).
+* ``bytes_per_lr_pixel``: overrides the measured activation memory (for backends the probe cannot follow);
+* ``memory_safety_factor``: overrides :data:`MEMORY_SAFETY_FACTOR` (the fast engine keeps freed memory in its heap).
 
 What each zoo model needs (measured in ``tests/test_infer.py``; the minimum is over the 14 Set14 images with 64-pixel
 tiles and a 16-pixel overlap, the tiled output against the whole-image output, in [0,1] units):
@@ -225,7 +226,9 @@ def auto_tile_size(model: nn.Module, lr: torch.Tensor, *, max_memory: int | str 
     if getattr(model, "bytes_per_lr_pixel", None) is None and \
             n * h * w * CONSERVATIVE_BYTES_PER_LR_PIXEL * MEMORY_SAFETY_FACTOR <= budget:
         return 0  # fits even at the conservative rate: no need to measure (benchmark-sized images)
-    per_px = bytes_per_lr_pixel(model, device=lr.device, dtype=lr.dtype, channels=c) * MEMORY_SAFETY_FACTOR
+    factor = getattr(model, "memory_safety_factor", None) or getattr(_inner_model(model), "memory_safety_factor", None)
+    per_px = bytes_per_lr_pixel(model, device=lr.device, dtype=lr.dtype, channels=c) * float(
+        factor or MEMORY_SAFETY_FACTOR)
     if n * h * w * per_px <= budget:
         return 0
     resident = n * c * h * w * s * s * 4 + lr.numel() * lr.element_size()

@@ -129,9 +129,18 @@ def prepare(
         if dtype != torch.float32:
             raise ValueError("the onnxruntime backend runs float32 only")
         return OnnxRuntimeEngine(model, device=dev, threads=threads, example_size=example_size)
-    if tune_malloc and dev.type == "cpu":
-        tune_glibc_malloc()
-    return FastEngine(model, device=dev, dtype=dtype, example_size=example_size, compile=compile, verify=verify)
+    tuned = tune_malloc and dev.type == "cpu" and tune_glibc_malloc()
+    engine = FastEngine(model, device=dev, dtype=dtype, example_size=example_size, compile=compile, verify=verify)
+    if tuned:
+        engine.memory_safety_factor = TUNED_MALLOC_MEMORY_SAFETY_FACTOR
+    return engine
+
+
+# Automatic tiling plans each tile's memory as the measured tensor peak times a safety factor (effsr.infer, 2.0). With
+# the heap kept (tune_glibc_malloc) the process also holds freed blocks it cannot reuse: a 2000x2000 x4 upscale with
+# RLFN's fast path and 551-pixel tiles peaked at 2.91 GB against 1.68 GB for the eager forward with the same tiles
+# (benchmarks/RESULTS.md, "Memory"), so the fast engine plans with a larger factor (smaller tiles).
+TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
 
 
 def tune_glibc_malloc() -> bool:

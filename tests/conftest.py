@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import torch  # noqa: E402
+
+from effsr.deploy.onnx import single_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()
@@ -70,6 +73,15 @@ def _weights_mirror(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Te
     """Point the offline mirror at the shared weights and the cache at a temp dir: tests never download."""
     monkeypatch.setenv("EFFSR_WEIGHTS_DIR", str(ASSETS / "weights"))
     monkeypatch.setenv("EFFSR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): the numbers
+    checked do not depend on the thread count, and on a shared 2-core machine two OpenMP threads stall on each other
+    (the many small operators of these models ran up to 10x slower)."""
+    with single_thread():
+        yield
 
 
 def make_test_vector(h: int = 40, w: int = 48) -> torch.Tensor:

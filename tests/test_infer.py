@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import effsr
+from effsr.deploy.onnx import single_thread
 from effsr.imageio import Image, read_rgb_uint8, uint8_to_tensor
 from effsr.infer import (
     CONSERVATIVE_BYTES_PER_LR_PIXEL,
@@ -100,16 +99,8 @@ def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for the heavy zoo-model checks: their results do not depend on the thread count, and on
-    a shared, oversubscribed 2-core machine two OpenMP threads run these many small operators up to 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# One intra-op thread for the heavy zoo-model checks (results do not depend on it; see conftest.one_thread).
+_one_thread = single_thread
 
 
 def _psnr01(a: torch.Tensor, b: torch.Tensor) -> float:

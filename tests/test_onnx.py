@@ -27,12 +27,7 @@ STATIC_ONLY = {"agdn", "safmnpp"}
 SIZE = (32, 40)  # (H, W); the CLI takes WxH
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ort_error(path: Path, model: torch.nn.Module, size: tuple[int, int]) -> float:

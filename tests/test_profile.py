@@ -9,12 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import effsr
@@ -45,14 +43,8 @@ UNSUPPORTED_GAPS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Counts do not depend on the thread count; on the shared 2-core machine one thread avoids OpenMP barrier
-    stalls that made the 256x256 traces 4-6x slower. Runtime numbers here are only checked for sign."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Runtime numbers here are only checked for sign; one thread avoids the OpenMP stalls of the shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

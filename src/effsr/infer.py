@@ -570,21 +570,13 @@ def prepare_model(
     dtype = PRECISIONS[precision]
     if compile and backend != "fast":
         raise ValueError("compile applies to the fast backend only")
-    if dtype != torch.float32 and backend == "onnxruntime":
-        raise ValueError("the onnxruntime backend runs float32 only")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but is not available on this machine")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    # "fast" (deploy form, folded constants, oneDNN-friendly layout), "onnxruntime" and the low-precision eager
+    # forward live in the deploy room; each is checked against the eager forward there (docs/deploy.md).
+    from .deploy.engine import prepare, setup_device
+
+    dev = setup_device(device, threads)
     model = model.eval().requires_grad_(False).to(dev)
     if backend == "eager" and dtype == torch.float32:
         return model
-    # "fast" (deploy form, folded constants, oneDNN-friendly layout) and "onnxruntime" live in the deploy room;
-    # each is checked against the eager forward there (docs/deploy.md states the tolerances).
-    from .deploy.engine import prepare
-
     return prepare(model, str(backend), device=dev, threads=threads, dtype=None if dtype == torch.float32 else dtype,
                    compile=compile)

@@ -43,7 +43,6 @@ whole input: only their float summation order may differ. Submodules that take P
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import ctypes
 import ctypes.util
@@ -51,7 +50,7 @@ import logging
 import math
 import operator
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -60,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .onnx import single_thread
 from .reparam import reparameterize_model
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,7 @@ def prepare(
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but is not available on this machine")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    dev = setup_device(device, threads)
     dtype = dtype or torch.float32
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
@@ -141,6 +135,18 @@ def prepare(
 # RLFN's fast path and 551-pixel tiles peaked at 2.91 GB against 1.68 GB for the eager forward with the same tiles
 # (benchmarks/RESULTS.md, "Memory"), so the fast engine plans with a larger factor (smaller tiles).
 TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
+
+
+def setup_device(device: str | torch.device, threads: int | None) -> torch.device:
+    """Check that ``device`` exists here and set the CPU intra-op threads (process-wide) when ``threads`` is given."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available on this machine")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return dev
 
 
 def tune_glibc_malloc() -> bool:
@@ -238,14 +244,14 @@ class FastEngine(Engine):
         self.fused = True
         try:
             # torch.compile brings its own conv fusions and cannot trace pre-packed oneDNN weights.
-            with _single_thread():
+            with single_thread():  # preparation: its speed does not matter, stalls of a busy machine do
                 graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile)
         except Exception as exc:  # an architecture the tracer cannot follow: still a correct, faster forward
             log.warning("fast backend: graph rewrite failed for %s (%s: %s); using the channels-last forward",
                         type(model).__name__, type(exc).__name__, exc)
             graph, self.fused = _plain_deploy(base, device, dtype), False
         if verify and self.fused and dtype == torch.float32:
-            with torch.inference_mode(), _single_thread():
+            with torch.inference_mode(), single_thread():
                 ref = base(example)
                 got = graph(example.contiguous(memory_format=torch.channels_last))
                 err = (got.float() - ref.float()).abs().max().item()
@@ -1244,18 +1250,6 @@ def _input_channels(model: nn.Module) -> int:
         if isinstance(mod, nn.Conv2d):
             return int(mod.in_channels)
     return 3
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """One intra-op thread for preparation work (tracing, shape propagation, the check): its speed does not matter,
-    and on a busy machine an OpenMP team waiting for a descheduled thread makes each small op take milliseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------------------------------------------

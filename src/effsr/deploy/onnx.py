@@ -302,7 +302,9 @@ def _uses_adaptive_pool(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread (restored afterwards)."""
+    """Run the block with one intra-op thread (restored afterwards): for preparation and checking work whose speed
+    does not matter, where on a busy machine an OpenMP team waiting for a descheduled thread makes each small op
+    take milliseconds."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -60,3 +60,19 @@ def test_sizes_are_width_by_height_and_results_derive_rates() -> None:
     assert r.output_mpix_per_s == pytest.approx(16 * 256 * 256 / 1e5)
     assert r.times_floor == pytest.approx(2.0)
     assert r.to_json()["lr_size"] == [256, 256]
+
+
+def test_floor_comes_from_the_dense_reference_in_the_same_rounds(weights_dir: Path) -> None:
+    """The floor's rate is timed as one more worker in the same rounds, with as many MACs as the model's forward."""
+    from effsr.bench import DENSE_CHANNELS, bench_model
+
+    results = bench_model("rlfn", backends=("fast",), threads=1, lr_size=(16, 24), runs=2, warmup=1, isolate=False,
+                          pause_s=0.0)
+    (r,) = results
+    assert r.backend == "fast" and r.runs == 2 and r.macs > 0 and r.dense_gflops > 0
+    assert r.floor_ms == pytest.approx(2 * r.macs / (r.dense_gflops * 1e9) * 1e3)
+    repeat = max(1, round(r.macs / (DENSE_CHANNELS * DENSE_CHANNELS * 9 * 16 * 24)))
+    assert repeat > 1  # RLFN's forward is several dense convolutions' worth of MACs
+    fixed = bench_model("rlfn", backends=("eager",), threads=1, lr_size=(16, 24), runs=1, warmup=1, isolate=False,
+                        gflops=100.0, pause_s=0.0)
+    assert fixed[0].dense_gflops == 100.0 and fixed[0].floor_ms == pytest.approx(2 * fixed[0].macs / 1e11 * 1e3)

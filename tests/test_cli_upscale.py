@@ -269,3 +269,20 @@ def test_precision_and_compile_flags(tmp_path: Path, runner: CliRunner, span) ->
     assert np.abs(compiled - reference).max() <= 1  # float32: the fast path's 5e-4 bound, at most one level
     result = _run(runner, good, "-o", tmp_path / "x", *MODEL, "--precision", "fp16", "--backend", "onnxruntime")
     assert result.exit_code == 2 and "float32 only" in result.output
+
+
+def test_failed_batch_falls_back_to_one_image_at_a_time(tmp_path: Path, runner: CliRunner,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import effsr.infer
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError("the joint batch does not fit")
+
+    monkeypatch.setattr(effsr.infer, "upscale_images", out_of_memory)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        _good(src / f"s{i}.png")
+    result = _run(runner, src, "-o", tmp_path / "out", *MODEL, "--batch-size", "3")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s0.png", "s1.png", "s2.png"]

@@ -167,8 +167,8 @@ def upscale_cmd(
 
     import effsr
 
-    from ..imageio import ImageReadError, read_image, write_image
-    from ..infer import prepare_model, upscale_images
+    from ..imageio import Image, ImageReadError, read_image, write_image
+    from ..infer import prepare_model, upscale_image, upscale_images
 
     try:
         net = effsr.load(model, weights, device="cpu")
@@ -190,19 +190,20 @@ def upscale_cmd(
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles_task, completed=done, total=total, visible=total > 1)
 
-        def run(batch: list[tuple[_Job, object]]) -> list[object]:
-            """The upscaled images of ``batch``; on a failure of the joint forward, each image alone."""
+        def run(batch: list[tuple[_Job, Image]]) -> list[Image | None]:
+            """The upscaled images of ``batch`` (None where a job failed, with its error set). When the joint
+            forward of a batch fails (out of memory, say), each image is tried alone."""
             kw = {"tile": tile, "tile_overlap": overlap, "max_memory": budget, "on_tile": on_tile}
-            try:
-                return upscale_images(net, [img for _, img in batch], **kw)
-            except (RuntimeError, ValueError, MemoryError):
-                if len(batch) == 1:
-                    raise
-            out: list[object] = []
+            if len(batch) > 1:
+                try:
+                    return list(upscale_images(net, [img for _, img in batch], **kw))
+                except (RuntimeError, ValueError, MemoryError):
+                    pass
+            out: list[Image | None] = []
             for job, img in batch:
                 try:
-                    out.extend(upscale_images(net, [img], **kw))
-                except (RuntimeError, ValueError, MemoryError) as e:
+                    out.append(upscale_image(net, img, **kw))
+                except (RuntimeError, OSError, ValueError, MemoryError) as e:
                     job.error = f"{job.src}: {type(e).__name__}: {e}"
                     out.append(None)
             return out
@@ -222,7 +223,7 @@ def upscale_cmd(
                 say(f"{job.src} -> {job.dst}")
 
         for start in range(0, len(todo), batch_size):
-            batch: list[tuple[_Job, object]] = []
+            batch: list[tuple[_Job, Image]] = []
             for job in todo[start : start + batch_size]:
                 progress.update(files_task, description=f"reading {job.src.name}")
                 try:
@@ -237,13 +238,7 @@ def upscale_cmd(
                 continue
             names = ", ".join(job.src.name for job, _ in batch)
             progress.update(files_task, description=f"upscaling {names}")
-            try:
-                results = run(batch)
-            except (RuntimeError, OSError, ValueError, MemoryError) as e:
-                job, _ = batch[0]
-                job.error = f"{job.src}: {type(e).__name__}: {e}"
-                results = [None]
-            del batch[len(results):]
+            results = run(batch)
             for (job, _img), sr in zip(batch, results, strict=True):
                 if sr is not None and job.error is None:
                     assert job.dst is not None

@@ -17,7 +17,8 @@ Protocol (DESIGN.md habit 12, issue 4 item 5):
   product); the rate from a dense 3x3 convolution (64 -> 64 channels, channels-last, at the cell's LR size) that
   takes its turn in the same interleaved rounds as a worker of its own, so it is measured with the same stopwatch,
   pauses, process setup and machine state as the models. :func:`dense_conv_gflops` gives the tight-loop peak of
-  the same convolution for comparison (on the 2-core CPU here it is 5-10% higher than the in-round rate).
+  the same convolution for comparison (on the 2-core CPU here it is 3-5% higher than the in-round rate when the
+  machine is quiet; benchmarks/RESULTS.md).
 
 The library returns dataclasses and prints nothing; ``effsr bench`` and ``benchmarks/bench_speed.py`` format them.
 """

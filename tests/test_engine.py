@@ -263,6 +263,53 @@ def test_conv_add_and_activation_fusions() -> None:
     assert {m.unary for m in convs} >= {"gelu", "leaky_relu", "relu", "sigmoid"}
 
 
+class _GatedResidual46(nn.Module):
+    """RLFN's block shape at 46 channels: a 3x3 conv with a residual, a 1x1 conv gated by an ESA-style sigmoid
+    attention computed from its own output (1x1, stride-2 conv, max-pool, bilinear upsampling)."""
+
+    def __init__(self, depthwise_reader: bool = False) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 46, 3, padding=1)
+        self.c1 = nn.Conv2d(46, 46, 3, padding=1)
+        self.c5 = nn.Conv2d(46, 46, 1)
+        self.a1 = nn.Conv2d(46, 16, 1)
+        self.a2 = nn.Conv2d(16, 16, 3, stride=2)
+        self.a4 = nn.Conv2d(16, 46, 1)
+        self.dw = nn.Conv2d(46, 46, 3, padding=1, groups=46) if depthwise_reader else None
+        self.tail = nn.Conv2d(46, 12, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        s = F.leaky_relu(self.c1(h), 0.05) + h
+        y = self.c5(s)
+        c = self.a1(y)
+        u = F.interpolate(F.max_pool2d(self.a2(c), 3, 2), size=y.shape[2:], mode="bilinear", align_corners=False)
+        out = y * torch.sigmoid(self.a4(u + c)) + h
+        if self.dw is not None:
+            out = self.dw(out)
+        return F.pixel_shuffle(self.tail(out), 2)
+
+
+def test_gate_fuses_into_the_conv_and_46_channel_maps_widen_to_48() -> None:
+    gm = _check(_GatedResidual46(), (1, 3, 23, 29), convs=7)
+    shapes = sorted(tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, E.FusedConv2d))
+    # head, c1, c5, a1 (composed with c5: it reads s), a2, a4, tail: every 46 became 48, with zero weights there.
+    assert shapes == [(12, 48), (16, 16), (16, 48), (48, 3), (48, 16), (48, 48), (48, 48)]
+    gated = [m for m in gm.modules() if isinstance(m, E.FusedConv2d) and m.binary == "mul"]
+    assert len(gated) == 1 and tuple(gated[0].weight.shape[2:]) == (1, 1)
+    assert float(gated[0].weight[46:].abs().sum()) == 0.0 and float(gated[0].weight[:, 46:].abs().sum()) == 0.0
+    assert not any(n.op == "call_method" and n.target in ("mul", "mul_") for n in gm.graph.nodes)
+
+
+def test_maps_that_reach_a_depthwise_conv_or_the_output_keep_their_width() -> None:
+    gm = _check(_GatedResidual46(depthwise_reader=True), (1, 3, 23, 29))
+    assert all(m.weight.shape[0] != 48 for m in gm.modules() if isinstance(m, E.FusedConv2d))
+    # The map between the convs widens (only convs read it); the output keeps its 46 channels.
+    gm = _check(nn.Sequential(nn.Conv2d(3, 46, 3, padding=1), nn.ReLU(), nn.Conv2d(46, 46, 1)), (1, 3, 9, 8))
+    shapes = [tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, E.FusedConv2d)]
+    assert shapes == [(48, 3), (46, 48)]
+
+
 class _Statistics(nn.Module):
     """MSN's channel LayerNorm, AGDN's last-dim LayerNorm, CCA's W-then-H sums and the unfold local variance."""
 

@@ -286,7 +286,7 @@ def example_image(channels: int, height: int, width: int, seed: int = 0) -> torc
 
 
 class FusedConv2d(nn.Module):
-    """A 2-D convolution with explicit reflect padding and fused post-ops: ``unary(conv(pad(x)) [+ other])``.
+    """A 2-D convolution with explicit reflect padding and fused post-ops: ``unary(conv(pad(x)) [+ or * other])``.
 
     On CPU (float32/bfloat16) it runs oneDNN's fused primitive (``torch.ops.mkldnn._convolution_pointwise``) with
     weights pre-packed once by :meth:`pack`; elsewhere it runs ``F.conv2d`` and the post-ops as separate ops.
@@ -315,6 +315,11 @@ class FusedConv2d(nn.Module):
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
 
+    def is_pointwise(self) -> bool:
+        """A plain 1x1 convolution (stride 1, no padding, one group): a matrix product over the channels."""
+        return (tuple(self.weight.shape[2:]) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
+                and self.dilation == [1, 1] and self.groups == 1 and self.reflect_pad is None)
+
     def is_depthwise(self) -> bool:
         return self.groups == self.out_channels and self.weight.shape[1] == 1
 
@@ -330,13 +335,15 @@ class FusedConv2d(nn.Module):
             self.pack(x.shape)
             self.pack_on_first_call = False
         # oneDNN fuses only ReLU after the residual add: other activations then run in place afterwards.
-        late_unary = self.unary if (self.binary and self.unary != "relu") else None
+        late_unary = self.unary if (self.binary and (self.binary != "add" or self.unary != "relu")) else None
         if self.packed is not None and x.device.type == "cpu":
             y = self._forward_onednn(x, other, None if late_unary else self.unary)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             if self.binary == "add":
                 y = other.add_(y) if self.inplace else y + other
+            elif self.binary == "mul":
+                y = y.mul_(other)
             late_unary = self.unary
         return _apply_unary(y, late_unary, self.unary_scalars, inplace=True) if late_unary else y
 
@@ -347,9 +354,9 @@ class FusedConv2d(nn.Module):
             algorithm = "none" if attr == "gelu" else ""
             scalars = self.unary_scalars if unary else []
             return torch.ops.mkldnn._convolution_pointwise(x, *args, attr, scalars, algorithm)
-        if self.inplace:
+        if self.inplace:  # oneDNN's in-place form is the sum post-op: "add" only
             return torch.ops.mkldnn._convolution_pointwise_.binary(other, x, *args, "add", None, unary, [], None)
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *args, "add", None, unary, [], None)
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, other, *args, self.binary, None, unary, [], None)
 
     def extra_repr(self) -> str:
         k = tuple(self.weight.shape)
@@ -413,7 +420,9 @@ def build_deploy_graph(model: nn.Module, example: torch.Tensor, *, dtype: torch.
     _split_chunked_convs(gm)
     _fuse_conv_add(gm)
     _fuse_conv_unary(gm, fuse_gelu=fuse_gelu)
+    _fuse_conv_mul(gm)
     _inplace_elementwise(gm)
+    _pad_channels(gm)
     _finish(gm)
     gm = gm.to(device=device, dtype=dtype)
     _cast_plain_tensors(gm, device, dtype)
@@ -1168,6 +1177,71 @@ def _fuse_conv_unary(gm: fx.GraphModule, *, fuse_gelu: bool = True) -> None:
     gm.graph.lint()
 
 
+def _compose_pointwise(first: FusedConv2d, second: FusedConv2d) -> FusedConv2d:
+    """``second(first(x))`` as one convolution when ``second`` is a plain 1x1 conv and ``first`` has no post-ops:
+    weight ``W2 @ W1`` and bias ``W2 @ b1 + b2``, computed in float64. ``second``'s own post-ops are kept."""
+    w2 = second.weight.double()[:, :, 0, 0]
+    weight = torch.einsum("om,mikl->oikl", w2, first.weight.double())
+    bias = torch.zeros(second.out_channels, dtype=torch.float64, device=w2.device)
+    if first.bias is not None:
+        bias += w2 @ first.bias.double()
+    if second.bias is not None:
+        bias += second.bias.double()
+    dtype = first.weight.dtype
+    conv = FusedConv2d(weight.to(dtype), bias.to(dtype), stride=first.stride, padding=first.padding,
+                       dilation=first.dilation, groups=1, reflect_pad=first.reflect_pad)
+    conv.binary, conv.inplace, conv.unary, conv.unary_scalars = (second.binary, second.inplace, second.unary,
+                                                                 list(second.unary_scalars))
+    return conv
+
+
+def _fuse_conv_mul(gm: fx.GraphModule) -> None:
+    """``conv(x) * gate`` -> one oneDNN conv with a binary-mul post-op: the product is computed as the conv writes
+    its output, so the conv's own output is never stored (RLFN's, LSANet's ESA: ``c5(s) * sigmoid(...)``).
+
+    The gate must be ready before the conv runs. In the ESA it is computed from the conv's output itself, through
+    a 1x1 conv (``conv1``); that 1x1 conv is composed with the first one (``conv1(c5(s)) = conv1'(s)``, an identity
+    of linear maps) so that the gate reads ``s`` directly. Composition is only done where it costs no MACs: the
+    first conv is 1x1 and has no more input than output channels.
+    """
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in _MUL or node.kwargs or len(node.args) != 2:
+            continue
+        for y, gate in (node.args, node.args[::-1]):
+            conv = _conv_of(gm, y)
+            if (conv is None or conv.binary or conv.unary or len(y.args) != 1 or not isinstance(gate, fx.Node)
+                    or gate is y or _meta_shape(y) is None or _meta_shape(y) != _meta_shape(gate)
+                    or _meta_dtype(y) != _meta_dtype(gate)):
+                continue
+            shape_reads = [u for u in y.users if u.op == "call_function" and u.target is getattr
+                           and u.args[1:] == ("shape",) and all(_spatial_index(g) for g in u.users)]
+            others = [u for u in y.users if u is not node and u not in shape_reads]
+            second = [_conv_of(gm, u) for u in others]
+            composable = conv.is_pointwise() and conv.weight.shape[1] <= conv.out_channels
+            if shape_reads and not conv.is_pointwise():
+                continue
+            if others and not composable:
+                continue
+            if any(c is None or not c.is_pointwise() or u.args[0] is not y or y in u.args[1:]
+                   for c, u in zip(second, others, strict=True)):
+                continue
+            src = y.args[0]
+            for u in shape_reads:  # a 1x1 conv keeps the spatial size: read it from its input
+                u.args = (src, *u.args[1:])
+            for c, u in zip(second, others, strict=True):
+                name = _new_name(gm, "fconv")
+                gm.add_submodule(name, _compose_pointwise(conv, c))
+                u.target = name
+                u.args = (src, *u.args[1:])
+            conv.binary, conv.inplace = "mul", False  # oneDNN's in-place form only adds
+            node.prepend(y)  # the gate is computed before the conv now
+            y.args = (src, gate)
+            node.replace_all_uses_with(y)
+            gm.graph.erase_node(node)
+            break
+    gm.graph.lint()
+
+
 _INPLACE_UNARY = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
@@ -1210,6 +1284,129 @@ def _inplace_elementwise(gm: fx.GraphModule) -> None:
                 node.args = (a, b)
                 break
     gm.graph.lint()
+
+
+# Channel padding (_pad_channels): oneDNN's 3x3 kernels block output channels by 16 and run a masked tail otherwise.
+# RLFN's 46-channel maps: a 48 -> 46 conv took 8.3 ms against 7.2 ms for 48 -> 48 (LR 256x256, 2 threads,
+# benchmarks/RESULTS.md), so widening by 2 zero channels pays; widening 28 -> 32 or 36 -> 48 did not.
+CHANNEL_BLOCK = 16
+MAX_PADDING_OVERHEAD = 1 / 16
+# Ops that act on each channel alone and keep zero-padded inputs finite: padded channels may hold any finite value
+# (sigmoid(0) = 0.5), since every conv that reads them has zero weights there.
+_PER_CHANNEL_METHODS = {"add", "add_", "mul", "mul_", "sub", "sub_"}
+_PER_CHANNEL_FUNCTIONS = set(_ADD) | set(_MUL) | {operator.sub, torch.sub, F.interpolate, F.max_pool2d,
+                                                   F.avg_pool2d} | set(_UNARY_FUNCTIONS) | _INPLACE_FUNCTIONS
+
+
+def _padded_width(channels: int) -> int | None:
+    padded = -(-channels // CHANNEL_BLOCK) * CHANNEL_BLOCK
+    if padded == channels or (padded - channels) > MAX_PADDING_OVERHEAD * channels:
+        return None
+    return padded
+
+
+def _pad_channels(gm: fx.GraphModule) -> None:
+    """Widen feature maps whose channel count is just under a multiple of 16 with zero channels (RLFN: 46 -> 48).
+
+    The maps tied together by residual adds, products, activations and pooling form one group that is widened as a
+    whole: convs producing a member get zero output channels (zero weights and bias), convs reading a member get
+    zero weights for the new input channels, so every original channel is computed from the same terms (only the
+    float summation order of the kernel may change) and the extra channels never reach the output. A group is left
+    alone when any member is produced or read by anything else (the graph output, a pixel shuffle, a channel
+    concatenation or reduction, a depth-wise conv, an opaque module).
+    """
+    parent: dict[fx.Node, fx.Node] = {}
+
+    def find(n: fx.Node) -> fx.Node:
+        while parent.setdefault(n, n) is not n:
+            n = parent[n]
+        return n
+
+    def union(a: fx.Node, b: fx.Node) -> None:
+        parent[find(a)] = find(b)
+
+    candidates = [n for n in gm.graph.nodes
+                  if (shape := _meta_shape(n)) is not None and len(shape) == 4 and _padded_width(shape[1])]
+    members = set(candidates)
+    for n in candidates:
+        find(n)
+        conv = _conv_of(gm, n)
+        if conv is not None:
+            if len(n.args) > 1 and isinstance(n.args[1], fx.Node):
+                union(n, n.args[1])
+        elif _is_per_channel(n):
+            for a in n.all_input_nodes:
+                if a in members:
+                    union(n, a)
+    bad: set[fx.Node] = set()
+    for n in candidates:
+        conv = _conv_of(gm, n)
+        ok = conv.groups == 1 if conv is not None else _is_per_channel(n)
+        for u in n.users:
+            user_conv = _conv_of(gm, u)
+            if user_conv is not None:
+                ok = ok and (user_conv.groups == 1 if u.args[0] is n else u in members)
+            elif u.op == "call_function" and u.target is getattr and u.args[1:] == ("shape",):
+                ok = ok and all(_spatial_index(g) for g in u.users)
+            else:
+                ok = ok and u in members and _is_per_channel(u)
+        if not ok:
+            bad.add(find(n))
+    groups: dict[fx.Node, list[fx.Node]] = {}
+    for n in candidates:
+        if find(n) not in bad:
+            groups.setdefault(find(n), []).append(n)
+    widened: dict[fx.Node, int] = {}
+    for group in groups.values():
+        widths = {_meta_shape(n)[1] for n in group}
+        if len(widths) != 1:
+            continue
+        padded = _padded_width(widths.pop())
+        for n in group:
+            widened[n] = padded
+    if not widened:
+        return
+    for node in gm.graph.nodes:
+        conv = _conv_of(gm, node)
+        if conv is None:
+            continue
+        out_w = widened.get(node, conv.out_channels)
+        in_w = widened.get(node.args[0], conv.weight.shape[1]) if conv.groups == 1 else conv.weight.shape[1]
+        if (out_w, in_w) == tuple(conv.weight.shape[:2]):
+            continue
+        weight = conv.weight.new_zeros((out_w, in_w, *conv.weight.shape[2:]))
+        weight[: conv.out_channels, : conv.weight.shape[1]] = conv.weight
+        bias = None
+        if conv.bias is not None:
+            bias = conv.bias.new_zeros(out_w)
+            bias[: conv.out_channels] = conv.bias
+        new = FusedConv2d(weight, bias, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                          groups=1, reflect_pad=conv.reflect_pad)
+        new.binary, new.inplace = conv.binary, conv.inplace
+        new.unary, new.unary_scalars = conv.unary, conv.unary_scalars
+        name = _new_name(gm, "fconv")
+        gm.add_submodule(name, new)
+        node.target = name
+    for n, width in widened.items():
+        tm = n.meta["tensor_meta"]
+        n.meta["tensor_meta"] = tm._replace(shape=torch.Size((tm.shape[0], width, *tm.shape[2:])))
+    gm.graph.lint()
+
+
+def _is_per_channel(n: fx.Node) -> bool:
+    if n.op == "call_method":
+        return n.target in _PER_CHANNEL_METHODS
+    return n.op == "call_function" and n.target in _PER_CHANNEL_FUNCTIONS
+
+
+def _spatial_index(n: fx.Node) -> bool:
+    """``shape[2:]``, ``shape[2]`` or ``shape[3]``: a read of the spatial size only."""
+    if n.op != "call_function" or n.target is not operator.getitem:
+        return False
+    index = n.args[1]
+    if isinstance(index, slice):
+        return isinstance(index.start, int) and index.start >= 2 and index.step in (None, 1)
+    return index in (2, 3, -1, -2)
 
 
 def _finish(gm: fx.GraphModule) -> None:

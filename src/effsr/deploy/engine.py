@@ -34,7 +34,11 @@ computed, only how, so outputs differ from the eager forward by float rounding o
    into the residual buffer when it is dead afterwards;
 6. LayerNorm written element-wise over channels (AGDN, MSN) becomes one ``F.layer_norm`` on the channels-last view;
    ``x.sum(3).sum(2)`` becomes ``x.sum((2, 3))``; the unfold-based local variance becomes :func:`window_variance`;
-7. element-wise ops whose input is a dead temporary run in place; the pixel shuffle writes NCHW output directly.
+7. element-wise ops whose input is a dead temporary run in place; the pixel shuffle writes NCHW output directly;
+8. ``conv(s) * gate`` becomes one conv with oneDNN's binary-mul post-op (the ESA's ``c5(s) * sigmoid(...)``): the
+   gate's own 1x1 conv on ``c5(s)`` is composed with ``c5`` so that it reads ``s`` (a product of linear maps);
+9. feature maps just under a multiple of 16 channels (RLFN's 46) are widened with zero channels: oneDNN's kernels
+   block output channels by 16, and a 48 -> 46 conv ran slower than a 48 -> 48 one.
 
 The global statistics of CCA and AGDN's windowed attention (TLC) are computed as the model computes them, over the
 whole input: only their float summation order may differ. Submodules that take Python decisions from the input size

@@ -299,6 +299,14 @@ def test_gate_fuses_into_the_conv_and_46_channel_maps_widen_to_48() -> None:
     assert len(gated) == 1 and tuple(gated[0].weight.shape[2:]) == (1, 1)
     assert float(gated[0].weight[46:].abs().sum()) == 0.0 and float(gated[0].weight[:, 46:].abs().sum()) == 0.0
     assert not any(n.op == "call_method" and n.target in ("mul", "mul_") for n in gm.graph.nodes)
+    # The unpacked path (CUDA, torch.compile) runs the same post-ops as separate ops.
+    module = _GatedResidual46().eval()
+    x = torch.rand(1, 3, 23, 29)
+    unpacked = E.build_deploy_graph(module, x, pack=False)
+    assert all(m.packed is None for m in unpacked.modules() if isinstance(m, E.FusedConv2d))
+    with torch.inference_mode():
+        err = float((unpacked(x.contiguous(memory_format=torch.channels_last)) - module(x)).abs().max())
+    assert err <= 2e-6
 
 
 def test_maps_that_reach_a_depthwise_conv_or_the_output_keep_their_width() -> None:

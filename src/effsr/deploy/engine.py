@@ -324,6 +324,12 @@ class FusedConv2d(nn.Module):
         return (tuple(self.weight.shape[2:]) == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
                 and self.dilation == [1, 1] and self.groups == 1 and self.reflect_pad is None)
 
+    def with_post_ops_of(self, other: FusedConv2d) -> FusedConv2d:
+        """Take ``other``'s fused post-ops (binary, in-place, activation); returns ``self``."""
+        self.binary, self.inplace = other.binary, other.inplace
+        self.unary, self.unary_scalars = other.unary, list(other.unary_scalars)
+        return self
+
     def is_depthwise(self) -> bool:
         return self.groups == self.out_channels and self.weight.shape[1] == 1
 
@@ -1192,11 +1198,8 @@ def _compose_pointwise(first: FusedConv2d, second: FusedConv2d) -> FusedConv2d:
     if second.bias is not None:
         bias += second.bias.double()
     dtype = first.weight.dtype
-    conv = FusedConv2d(weight.to(dtype), bias.to(dtype), stride=first.stride, padding=first.padding,
-                       dilation=first.dilation, groups=1, reflect_pad=first.reflect_pad)
-    conv.binary, conv.inplace, conv.unary, conv.unary_scalars = (second.binary, second.inplace, second.unary,
-                                                                 list(second.unary_scalars))
-    return conv
+    return FusedConv2d(weight.to(dtype), bias.to(dtype), stride=first.stride, padding=first.padding,
+                       dilation=first.dilation, groups=1, reflect_pad=first.reflect_pad).with_post_ops_of(second)
 
 
 def _fuse_conv_mul(gm: fx.GraphModule) -> None:
@@ -1356,18 +1359,8 @@ def _pad_channels(gm: fx.GraphModule) -> None:
                 ok = ok and u in members and _is_per_channel(u)
         if not ok:
             bad.add(find(n))
-    groups: dict[fx.Node, list[fx.Node]] = {}
-    for n in candidates:
-        if find(n) not in bad:
-            groups.setdefault(find(n), []).append(n)
-    widened: dict[fx.Node, int] = {}
-    for group in groups.values():
-        widths = {_meta_shape(n)[1] for n in group}
-        if len(widths) != 1:
-            continue
-        padded = _padded_width(widths.pop())
-        for n in group:
-            widened[n] = padded
+    # A group only joins maps of one shape (or per-channel resamplings of it), so each member widens alike.
+    widened = {n: _padded_width(_meta_shape(n)[1]) for n in candidates if find(n) not in bad}
     if not widened:
         return
     for node in gm.graph.nodes:
@@ -1385,9 +1378,7 @@ def _pad_channels(gm: fx.GraphModule) -> None:
             bias = conv.bias.new_zeros(out_w)
             bias[: conv.out_channels] = conv.bias
         new = FusedConv2d(weight, bias, stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                          groups=1, reflect_pad=conv.reflect_pad)
-        new.binary, new.inplace = conv.binary, conv.inplace
-        new.unary, new.unary_scalars = conv.unary, conv.unary_scalars
+                          groups=1, reflect_pad=conv.reflect_pad).with_post_ops_of(conv)
         name = _new_name(gm, "fconv")
         gm.add_submodule(name, new)
         node.target = name

@@ -113,7 +113,8 @@ class BenchReport:
 
 
 def machine_name(device: str = "cpu") -> str:
-    """CPU model name (``lscpu``), logical CPUs, torch version; plus the GPU name on CUDA."""
+    """CPU model name (``lscpu``), logical CPUs, torch version; the GPU name on CUDA, else whether effsr's native
+    CPU kernels (:mod:`effsr.deploy.native`) are in use."""
     cpu = platform.processor() or platform.machine()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
@@ -126,6 +127,10 @@ def machine_name(device: str = "cpu") -> str:
     name = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
     if str(device).startswith("cuda") and torch.cuda.is_available():
         name += f", {torch.cuda.get_device_name(torch.device(device))}"
+    else:
+        from .deploy import native  # whether the fast backend's native kernels ran (they change its times)
+
+        name += ", effsr native kernels " + ("on" if native.library() is not None else "off")
     return name
 
 

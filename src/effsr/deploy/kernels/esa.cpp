@@ -1,0 +1,372 @@
+// effsr native CPU kernels for the ESA block (RLFN, Kong et al. 2022; the ESA of Liu et al. 2020, RFDN) and the
+// pixel shuffle. Loaded by effsr/deploy/native.py, which documents when they are used and how they are checked.
+//
+// Why: after oneDNN's fused convolutions, RLFN's remaining time is memory-bound glue around its 3x3 convolutions
+// (benchmarks/RESULTS.md). PyTorch's oneDNN binding fuses only ReLU after a binary post-op, so the residual add, the
+// ESA's 1x1 convs, its low-resolution branch and the gate take nine passes per block. These kernels do the same
+// arithmetic in three:
+//
+//   effsr_esa_head:  s = a + x (in place into a);  c1 = W1 s + b1                      (1x1 conv, C -> F)
+//   effsr_esa_low:   c3 = conv3(max_pool(conv2(c1)))                                   (16 channels, small maps)
+//   effsr_esa_tail:  t = Wf c1 + bf + bilinear(c3);  g = sigmoid(W4 t + b4);  out = (W5 s + b5) * g
+//   effsr_pixel_shuffle: NHWC conv output -> NCHW image (a copy)
+//
+// bilinear() is F.interpolate(mode="bilinear", align_corners=False) to the size of s, with PyTorch's source-index
+// rule (aten/src/ATen/native/UpSample.h, area_pixel_compute_source_index: src = scale * (dst + 0.5) - 0.5, clamped
+// at 0, scale = in / out in float). exp() is Cephes' expf (S. Moshier): Cody-Waite reduction by ln 2 and a degree-6
+// polynomial, ~1 ulp on the sigmoid's range. Results equal PyTorch's within float rounding (tests/test_native.py).
+//
+// Layout: every map is channels-last (NHWC) float32, dense; 1x1 weights are [in][out], 3x3 weights
+// [ky][kx][in][out], row-major. Channels: C in {16, 32, 48, 64}, F == 16. Register blocking: P pixels of C / 16
+// vectors each stay in the 32 zmm registers while the weights stream. Only AVX-512F builds have kernels;
+// effsr_native_lanes() tells the caller.
+#include <cstddef>
+#include <cstring>
+
+extern "C" int effsr_native_abi() { return 1; }
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+extern "C" int effsr_native_lanes() { return 16; }
+
+namespace {
+typedef __m512 V;
+inline V ld(const float* p) { return _mm512_loadu_ps(p); }
+inline void st(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline V bc(float x) { return _mm512_set1_ps(x); }
+inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+
+inline V vexp(V x) {
+  x = _mm512_min_ps(x, bc(88.3762626647949f));
+  x = _mm512_max_ps(x, bc(-87.3365447505531f));
+  const V n = _mm512_roundscale_ps(_mm512_mul_ps(x, bc(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  V r = fma(n, bc(-0.693359375f), x);  // ln 2 in two parts (Cephes C1, C2)
+  r = fma(n, bc(2.12194440e-4f), r);
+  V p = bc(1.9875691500e-4f);
+  p = fma(p, r, bc(1.3981999507e-3f));
+  p = fma(p, r, bc(8.3334519073e-3f));
+  p = fma(p, r, bc(4.1665795894e-2f));
+  p = fma(p, r, bc(1.6666665459e-1f));
+  p = fma(p, r, bc(5.0000001201e-1f));
+  p = fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, bc(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+inline V vsigmoid(V a) { return _mm512_div_ps(bc(1.0f), _mm512_add_ps(bc(1.0f), vexp(_mm512_sub_ps(bc(0.0f), a)))); }
+
+// Pixels per register block: P * C / 16 accumulators plus C / 16 weight vectors fit the 32 zmm registers.
+template <int C> constexpr int block_pixels() { return C <= 48 ? 8 : 6; }
+
+struct Tap { int a, b; float la, ha; };  // bilinear taps along one axis: indices and weights
+
+inline Tap tap(float scale, int dst, int in_size) {
+  float src = scale * (dst + 0.5f) - 0.5f;
+  if (src < 0) src = 0;
+  const int a = static_cast<int>(src);
+  const float l = src - a;
+  return Tap{a, a + (a < in_size - 1 ? 1 : 0), l, 1.0f - l};
+}
+
+// ---- tail: one block of exactly P pixels -------------------------------------------------------------------------
+template <int C, int F, int P>
+inline void tail_block(const float* __restrict sp, const float* __restrict c1, const float* r0, const float* r1,
+                       const Tap& ty, const Tap* tx, const float* wf, const float* bf, const float* w4,
+                       const float* b4, const float* w5, const float* b5, float* __restrict op) {
+  static_assert(F == 16, "F must be 16");
+  constexpr int NC = C / 16;
+  alignas(64) float t[P][F];
+  {
+    V u[P];
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      const Tap& q = tx[p];
+      const V top = fma(bc(q.ha), ld(r0 + q.a * F), _mm512_mul_ps(bc(q.la), ld(r0 + q.b * F)));
+      const V bot = fma(bc(q.ha), ld(r1 + q.a * F), _mm512_mul_ps(bc(q.la), ld(r1 + q.b * F)));
+      u[p] = _mm512_add_ps(ld(bf), fma(bc(ty.ha), top, _mm512_mul_ps(bc(ty.la), bot)));
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k < F; ++k) {
+      const V w = ld(wf + k * F);
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p) u[p] = fma(bc(c1[p * F + k]), w, u[p]);
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) _mm512_store_ps(t[p], u[p]);
+  }
+  alignas(64) float g[P][C];
+  {
+    V a[P][NC];
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int j = 0; j < NC; ++j) a[p][j] = ld(b4 + 16 * j);
+#pragma GCC unroll 4
+    for (int k = 0; k < F; ++k) {
+      V w[NC];
+#pragma GCC unroll 4
+      for (int j = 0; j < NC; ++j) w[j] = ld(w4 + k * C + 16 * j);
+#pragma GCC unroll 16
+      for (int p = 0; p < P; ++p) {
+        const V v = bc(t[p][k]);
+#pragma GCC unroll 4
+        for (int j = 0; j < NC; ++j) a[p][j] = fma(v, w[j], a[p][j]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+      for (int j = 0; j < NC; ++j) _mm512_store_ps(g[p] + 16 * j, vsigmoid(a[p][j]));
+  }
+  V acc[P][NC];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) acc[p][j] = ld(b5 + 16 * j);
+#pragma GCC unroll 2
+  for (int k = 0; k < C; ++k) {
+    V w[NC];
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) w[j] = ld(w5 + k * C + 16 * j);
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      const V v = bc(sp[p * C + k]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NC; ++j) acc[p][j] = fma(v, w[j], acc[p][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) st(op + p * C + 16 * j, _mm512_mul_ps(acc[p][j], _mm512_load_ps(g[p] + 16 * j)));
+}
+
+template <int C, int F>
+void tail(int N, int H, int W, int h3, int w3, const float* s, const float* c1, const float* c3, const float* wf,
+          const float* bf, const float* w4, const float* b4, const float* w5, const float* b5, float* out,
+          int threads) {
+  constexpr int P = block_pixels<C>();
+  const float sh = static_cast<float>(h3) / H, sw = static_cast<float>(w3) / W;
+  Tap* tx = new Tap[W + P];
+  for (int x = 0; x < W + P; ++x) tx[x] = tap(sw, x < W ? x : W - 1, w3);  // the padded tail repeats the last
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+  for (int n = 0; n < N; ++n) {
+    for (int y = 0; y < H; ++y) {
+      const Tap ty = tap(sh, y, h3);
+      const float* low = c3 + static_cast<size_t>(n) * h3 * w3 * F;
+      const float* r0 = low + static_cast<size_t>(ty.a) * w3 * F;
+      const float* r1 = low + static_cast<size_t>(ty.b) * w3 * F;
+      const size_t row = (static_cast<size_t>(n) * H + y) * W;
+      int x0 = 0;
+      for (; x0 + P <= W; x0 += P) {
+        const size_t o = row + x0;
+        tail_block<C, F, P>(s + o * C, c1 + o * F, r0, r1, ty, tx + x0, wf, bf, w4, b4, w5, b5, out + o * C);
+      }
+      if (x0 < W) {  // the row's last pixels go through zero-filled buffers
+        const int np = W - x0;
+        const size_t o = row + x0;
+        alignas(64) float sb[P * C] = {}, cb[P * F] = {}, ob[P * C];
+        std::memcpy(sb, s + o * C, sizeof(float) * np * C);
+        std::memcpy(cb, c1 + o * F, sizeof(float) * np * F);
+        tail_block<C, F, P>(sb, cb, r0, r1, ty, tx + x0, wf, bf, w4, b4, w5, b5, ob);
+        std::memcpy(out + o * C, ob, sizeof(float) * np * C);
+      }
+    }
+  }
+  delete[] tx;
+}
+
+// ---- head: s = a + x in place, c1 = W1 s + b1 for one block of exactly P pixels ----------------------------------
+template <int C, int F, int P>
+inline void head_block(float* __restrict a, const float* __restrict x, const float* w1, const float* b1,
+                       float* __restrict c1) {
+  static_assert(F == 16, "F must be 16");
+  constexpr int NC = C / 16;
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 4
+    for (int j = 0; j < NC; ++j) {
+      float* q = a + p * C + 16 * j;
+      st(q, _mm512_add_ps(ld(q), ld(x + p * C + 16 * j)));
+    }
+  V u[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) u[p] = ld(b1);
+#pragma GCC unroll 4
+  for (int k = 0; k < C; ++k) {
+    const V w = ld(w1 + k * F);
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) u[p] = fma(bc(a[p * C + k]), w, u[p]);
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) st(c1 + p * F, u[p]);
+}
+
+template <int C, int F>
+void head(int N, int H, int W, float* a, const float* x, const float* w1, const float* b1, float* c1, int threads) {
+  constexpr int P = 8;
+  const long pixels = static_cast<long>(N) * H * W;
+  const long blocks = pixels / P;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (long i = 0; i < blocks; ++i) {
+    const size_t o = static_cast<size_t>(i) * P;
+    head_block<C, F, P>(a + o * C, x + o * C, w1, b1, c1 + o * F);
+  }
+  const long rest = pixels - blocks * P;
+  if (rest > 0) {
+    const size_t o = static_cast<size_t>(blocks) * P;
+    alignas(64) float ab[P * C] = {}, xb[P * C] = {}, cb[P * F];
+    std::memcpy(ab, a + o * C, sizeof(float) * rest * C);
+    std::memcpy(xb, x + o * C, sizeof(float) * rest * C);
+    head_block<C, F, P>(ab, xb, w1, b1, cb);
+    std::memcpy(a + o * C, ab, sizeof(float) * rest * C);
+    std::memcpy(c1 + o * F, cb, sizeof(float) * rest * F);
+  }
+}
+
+// ---- low-resolution branch: c3 = conv3(max_pool(conv2(c1))) ------------------------------------------------------
+// conv2: 3x3, stride `st2`, no padding; max_pool: kernel `pk`, stride `ps`, no padding, floor mode; conv3: 3x3,
+// stride 1, zero padding 1. Weights are [ky][kx][in][out]. All maps have F == 16 channels (one vector per pixel).
+template <int P>
+inline void conv3x3_block(const float* in, int in_w, int sx, const float* w, const float* b, float* out) {
+  V acc[P];
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) acc[p] = ld(b);
+  for (int ky = 0; ky < 3; ++ky)
+    for (int kx = 0; kx < 3; ++kx) {
+      const float* row = in + (static_cast<size_t>(ky) * in_w + kx) * 16;
+      const float* wk = w + (ky * 3 + kx) * 16 * 16;
+#pragma GCC unroll 4
+      for (int k = 0; k < 16; ++k) {
+        const V wv = ld(wk + k * 16);
+#pragma GCC unroll 16
+        for (int p = 0; p < P; ++p) acc[p] = fma(bc(row[p * sx * 16 + k]), wv, acc[p]);
+      }
+    }
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p) st(out + p * 16, acc[p]);
+}
+
+// One output row of a 3x3 conv (16 -> 16) over a row-major [h][w][16] input whose rows start at `in` (already
+// offset to the window's top-left), with input stride `sx` along x.
+inline void conv3x3_row(const float* in, int in_w, int sx, int out_w, const float* w, const float* b, float* out) {
+  constexpr int P = 8;
+  int x = 0;
+  for (; x + P <= out_w; x += P) conv3x3_block<P>(in + static_cast<size_t>(x) * sx * 16, in_w, sx, w, b, out + x * 16);
+  for (; x < out_w; ++x) conv3x3_block<1>(in + static_cast<size_t>(x) * sx * 16, in_w, sx, w, b, out + x * 16);
+}
+
+void low(int N, int H, int W, int st2, int pk, int ps, const float* c1, const float* k2, const float* b2,
+         const float* k3, const float* b3, float* t2, float* t3, float* out, int threads) {
+  const int h2 = (H - 3) / st2 + 1, w2 = (W - 3) / st2 + 1;
+  const int h3 = (h2 - pk) / ps + 1, w3 = (w2 - pk) / ps + 1;
+  const int pw = w3 + 2;  // the pooled map with a zero border of 1 for conv3
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for collapse(2) schedule(static)
+    for (int n = 0; n < N; ++n)
+      for (int y = 0; y < h2; ++y)
+        conv3x3_row(c1 + ((static_cast<size_t>(n) * H + static_cast<size_t>(y) * st2) * W) * 16, W, st2, w2, k2, b2,
+                    t2 + ((static_cast<size_t>(n) * h2 + y) * w2) * 16);
+#pragma omp for collapse(2) schedule(static)
+    for (int n = 0; n < N; ++n)
+      for (int y = 0; y < h3 + 2; ++y) {
+        float* prow = t3 + ((static_cast<size_t>(n) * (h3 + 2) + y) * pw) * 16;
+        if (y == 0 || y == h3 + 1) {
+          std::memset(prow, 0, sizeof(float) * pw * 16);
+          continue;
+        }
+        st(prow, bc(0.0f));
+        st(prow + (pw - 1) * 16, bc(0.0f));
+        for (int x = 0; x < w3; ++x) {
+          const float* win = t2 + ((static_cast<size_t>(n) * h2 + static_cast<size_t>(y - 1) * ps) * w2 + x * ps) * 16;
+          V m = ld(win);
+          for (int i = 0; i < pk; ++i)
+            for (int j = 0; j < pk; ++j) m = _mm512_max_ps(m, ld(win + (static_cast<size_t>(i) * w2 + j) * 16));
+          st(prow + (x + 1) * 16, m);
+        }
+      }
+#pragma omp for collapse(2) schedule(static)
+    for (int n = 0; n < N; ++n)
+      for (int y = 0; y < h3; ++y)
+        conv3x3_row(t3 + ((static_cast<size_t>(n) * (h3 + 2) + y) * pw) * 16, pw, 1, w3, k3, b3,
+                    out + ((static_cast<size_t>(n) * h3 + y) * w3) * 16);
+  }
+}
+
+// ---- pixel shuffle: NHWC [n][h][w][c*r*r] -> NCHW [n][c][h*r][w*r] -----------------------------------------------
+void pixel_shuffle(int N, int C, int H, int W, int r, const float* in, float* out, int threads) {
+  const int cin = C * r * r;
+  const size_t ow = static_cast<size_t>(W) * r;
+#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
+  for (int n = 0; n < N; ++n)
+    for (int c = 0; c < C; ++c)
+      for (int h = 0; h < H; ++h) {
+        const float* src = in + (static_cast<size_t>(n) * H + h) * W * cin + static_cast<size_t>(c) * r * r;
+        for (int i = 0; i < r; ++i) {
+          float* dst = out + ((static_cast<size_t>(n) * C + c) * H * r + static_cast<size_t>(h) * r + i) * ow;
+          const float* s = src + i * r;
+          if (r == 4) {
+            for (int x = 0; x < W; ++x) std::memcpy(dst + x * 4, s + static_cast<size_t>(x) * cin, 16);
+          } else {
+            for (int x = 0; x < W; ++x)
+              for (int j = 0; j < r; ++j) dst[static_cast<size_t>(x) * r + j] = s[static_cast<size_t>(x) * cin + j];
+          }
+        }
+      }
+}
+}  // namespace
+
+#define EFFSR_DISPATCH(CALL)                 \
+  if (F != 16) return -1;                    \
+  switch (C) {                               \
+    case 16: CALL(16); return 0;             \
+    case 32: CALL(32); return 0;             \
+    case 48: CALL(48); return 0;             \
+    case 64: CALL(64); return 0;             \
+    default: return -1;                      \
+  }
+
+extern "C" int effsr_esa_tail(int N, int C, int F, int H, int W, int h3, int w3, const float* s, const float* c1,
+                              const float* c3, const float* wf, const float* bf, const float* w4, const float* b4,
+                              const float* w5, const float* b5, float* out, int threads) {
+#define EFFSR_TAIL(CC) tail<CC, 16>(N, H, W, h3, w3, s, c1, c3, wf, bf, w4, b4, w5, b5, out, threads)
+  EFFSR_DISPATCH(EFFSR_TAIL)
+#undef EFFSR_TAIL
+}
+
+extern "C" int effsr_esa_head(int N, int C, int F, int H, int W, float* a, const float* x, const float* w1,
+                              const float* b1, float* c1, int threads) {
+#define EFFSR_HEAD(CC) head<CC, 16>(N, H, W, a, x, w1, b1, c1, threads)
+  EFFSR_DISPATCH(EFFSR_HEAD)
+#undef EFFSR_HEAD
+}
+
+extern "C" int effsr_esa_low(int N, int F, int H, int W, int st2, int pk, int ps, const float* c1, const float* k2,
+                             const float* b2, const float* k3, const float* b3, float* t2, float* t3, float* out,
+                             int threads) {
+  if (F != 16 || H < 3 || W < 3 || st2 < 1 || pk < 1 || ps < 1) return -1;
+  low(N, H, W, st2, pk, ps, c1, k2, b2, k3, b3, t2, t3, out, threads);
+  return 0;
+}
+
+extern "C" int effsr_pixel_shuffle(int N, int C, int H, int W, int r, const float* in, float* out, int threads) {
+  if (r < 1) return -1;
+  pixel_shuffle(N, C, H, W, r, in, out, threads);
+  return 0;
+}
+
+#else  // no AVX-512: the caller keeps PyTorch's operators
+
+extern "C" int effsr_native_lanes() { return 0; }
+extern "C" int effsr_esa_tail(int, int, int, int, int, int, int, const float*, const float*, const float*,
+                              const float*, const float*, const float*, const float*, const float*, const float*,
+                              float*, int) { return -1; }
+extern "C" int effsr_esa_head(int, int, int, int, int, float*, const float*, const float*, const float*, float*,
+                              int) { return -1; }
+extern "C" int effsr_esa_low(int, int, int, int, int, int, int, const float*, const float*, const float*,
+                             const float*, const float*, float*, float*, float*, int) { return -1; }
+extern "C" int effsr_pixel_shuffle(int, int, int, int, int, const float*, float*, int) { return -1; }
+#endif

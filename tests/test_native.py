@@ -27,16 +27,31 @@ TOL = native.SELF_CHECK_TOLERANCE
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def lib() -> object:
-    """The kernel library. Only a CPU without the kernels' instruction set may skip; a failed build fails."""
-    lib = native.library()
-    if lib is None:
-        reason = native.unavailable_reason() or ""
-        if reason.startswith(("the CPU has no", "no kernels for")):
-            pytest.skip(f"native kernels do not exist for this CPU: {reason}")
-        pytest.fail(f"native kernels unavailable: {reason}")
-    return lib
+ARCHES = [native.NATIVE_ARCH, native.AVX2_ARCH] if native.cpu_lanes() == 16 else [native.NATIVE_ARCH]
+
+
+@pytest.fixture(scope="module", params=ARCHES)
+def lib(request: pytest.FixtureRequest) -> object:
+    """The kernels for this CPU (``-march=native``) and, on AVX-512 machines, the AVX2 build as well.
+
+    Only a CPU for which no kernels exist may skip; a failed build or self-check fails.
+    """
+    if request.param == native.NATIVE_ARCH:
+        lib = native.library()
+        if lib is None:
+            reason = native.unavailable_reason() or ""
+            if reason.startswith(("the CPU has neither", "no kernels for")):
+                pytest.skip(f"native kernels do not exist for this CPU: {reason}")
+            pytest.fail(f"native kernels unavailable: {reason}")
+        assert lib.effsr_native_lanes() == native.cpu_lanes()
+        yield lib
+        return
+    lib, reason = native.load(request.param)
+    assert lib is not None, reason
+    assert lib.effsr_native_lanes() == 8
+    with pytest.MonkeyPatch.context() as mp:  # the modules call whatever library the engine holds
+        mp.setitem(native._state, "lib", lib)
+        yield lib
 
 
 def _no_fallback(monkeypatch: pytest.MonkeyPatch, *modules: nn.Module) -> None:
@@ -185,7 +200,7 @@ def test_without_a_compiler_the_engine_keeps_onednn(monkeypatch, tmp_path, weigh
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no c++ / g++ either
     assert native.library() is None
-    if "avx512f" in native._cpu_flags().split():
+    if native.cpu_lanes():
         assert native.unavailable_reason() == "no C++ compiler found ($CXX, c++, g++)"
     model = effsr.load("rlfn")
     fast = E.prepare(model, "fast", tune_malloc=False)
@@ -208,8 +223,8 @@ def test_a_failing_build_is_reported_not_raised(monkeypatch, tmp_path) -> None:
     _fresh_state(monkeypatch)
     monkeypatch.setenv("EFFSR_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(native, "_COMPILE_FLAGS", ("-DEFFSR_BROKEN", "-include", "no/such/header.h", "-shared"))
-    if "avx512f" not in native._cpu_flags().split():
-        pytest.skip("the build is attempted only on CPUs with kernels (AVX-512F)")
+    if not native.cpu_lanes():
+        pytest.skip("the build is attempted only on CPUs with kernels (AVX-512F or AVX2 + FMA)")
     assert native.library() is None
     assert "failed" in (native.unavailable_reason() or "")
     assert not list(tmp_path.rglob("*.so")), "a failed build must leave no library behind"

@@ -15,10 +15,10 @@ The source is compiled on first use with the system C++ compiler (``$CXX``, else
 no PyTorch headers) for this CPU (``-march=native``) and cached under ``$EFFSR_KERNEL_CACHE`` (default
 ``~/.cache/effsr/kernels``), keyed by the source, the compiler and the CPU flags. It uses OpenMP and shares
 PyTorch's libgomp (same soname, loaded once), so it runs on PyTorch's threads (``torch.get_num_threads()``).
-Kernels exist for x86-64 CPUs with AVX-512F, for maps of 16, 32, 48 or 64 channels and a 16-channel ESA branch
-(RLFN's 48 after widening, its ``f = 16``).
+Kernels exist for x86-64 CPUs with AVX-512F (16 lanes) or AVX2 + FMA (8 lanes), for maps of 16, 32, 48 or 64
+channels and a 16-channel ESA branch (RLFN's 48 after widening, its ``f = 16``).
 
-Everything here is optional: without a compiler, without AVX-512F, with ``EFFSR_NATIVE=0``, or when the kernels fail
+Everything here is optional: without a compiler, on other CPUs, with ``EFFSR_NATIVE=0``, or when the kernels fail
 their self-check against PyTorch's operators on load, :func:`library` returns ``None`` (the reason is logged) and
 the engine keeps its oneDNN graph. At run time each module checks its inputs (non-empty float32 CPU maps, dense
 channels-last, expected widths) and otherwise computes the same result with the PyTorch operators it replaced.
@@ -46,14 +46,18 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "esa.cpp"
-ABI = 1
+ABI = 2
 CHANNELS = (16, 32, 48, 64)  # map widths with a compiled kernel (esa.cpp, EFFSR_DISPATCH)
 GATE_CHANNELS = 16
 # Self-check on load: the kernels against PyTorch's operators on a small random problem. Float rounding of 16-64
 # term dot products and a sigmoid stays near 1e-6 on values of order 1; 1e-5 leaves room and still catches any
 # indexing or layout error (those give errors of order 1).
 SELF_CHECK_TOLERANCE = 1e-5
-_COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+NATIVE_ARCH = "-march=native"
+# x86-64-v3 = AVX2 + FMA (+ BMI, F16C...), the psABI level of CPUs since 2013-2015: builds the 8-lane kernels on any
+# host; the tests use it to check those kernels on AVX-512 machines too.
+AVX2_ARCH = "-march=x86-64-v3"
+_COMPILE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 _COMPILE_TIMEOUT_S = 300
 
 _state: dict[str, object] = {}
@@ -84,12 +88,25 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build(cxx: str) -> Path:
-    """Compile ``SOURCE`` (or reuse the cached build) and return the shared library's path."""
+def cpu_lanes() -> int:
+    """Float lanes of the kernels this CPU can run: 16 (AVX-512F), 8 (AVX2 + FMA) or 0 (none).
+
+    Read from the hardware, not from ``torch.backends.cpu.get_cpu_capability()``: that one follows
+    ``ATEN_CPU_CAPABILITY``, which the test suite caps at AVX2 for ATen's own kernels (tests/conftest.py).
+    """
+    flags = set(_cpu_flags().split())
+    if "avx512f" in flags:
+        return 16
+    return 8 if {"avx2", "fma"} <= flags else 0
+
+
+def _build(cxx: str, arch: str = NATIVE_ARCH) -> Path:
+    """Compile ``SOURCE`` for ``arch`` (or reuse the cached build) and return the shared library's path."""
     source = SOURCE.read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(_COMPILE_FLAGS).encode(),
-                                     _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]
+    flags = (*_COMPILE_FLAGS, arch)
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(), _cpu_flags().encode(),
+                                     platform.machine().encode()])).hexdigest()[:16]
     target = cache_dir() / f"esa-{key}.so"
     if target.exists():
         return target
@@ -97,7 +114,7 @@ def _build(cxx: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cxx, *_COMPILE_FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+        proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
                               timeout=_COMPILE_TIMEOUT_S)
         if proc.returncode != 0:
             raise RuntimeError(f"{Path(cxx).name} failed: {proc.stderr.strip()[-800:]}")
@@ -122,8 +139,29 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.effsr_pixel_shuffle.argtypes = [i] * 5 + [p] * 2 + [i]
 
 
+def load(arch: str = NATIVE_ARCH) -> tuple[ctypes.CDLL | None, str | None]:
+    """Build (or reuse), load and self-check the kernels for ``arch``: ``(library, None)`` or ``(None, reason)``.
+
+    Does not make the library the engine's (that is :func:`library`); raises if the compiler is missing or fails.
+    """
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler found ($CXX, c++, g++)"
+    lib = ctypes.CDLL(str(_build(cxx, arch)))
+    _declare(lib)
+    if lib.effsr_native_abi() != ABI:
+        return None, f"the compiled kernels have ABI {lib.effsr_native_abi()}, expected {ABI}"
+    if lib.effsr_native_lanes() not in (8, 16):
+        return None, "the compiled kernels have no AVX-512F or AVX2 code"
+    err = _self_check(lib)
+    if not err <= SELF_CHECK_TOLERANCE:
+        return None, f"self-check failed (max abs {err:.2e} > {SELF_CHECK_TOLERANCE:.0e})"
+    return lib, None
+
+
 def library() -> ctypes.CDLL | None:
-    """The loaded, self-checked kernel library, or ``None`` when it is unavailable here (the reason is logged once)."""
+    """The engine's loaded, self-checked kernel library, or ``None`` when it is unavailable here (the reason is
+    logged once and given by :func:`unavailable_reason`)."""
     if "lib" in _state:
         return _state["lib"]  # type: ignore[return-value]
     lib, reason = None, None
@@ -132,27 +170,14 @@ def library() -> ctypes.CDLL | None:
             reason = "disabled by EFFSR_NATIVE"
         elif platform.machine().lower() not in ("x86_64", "amd64") or not sys.platform.startswith("linux"):
             reason = f"no kernels for {sys.platform}/{platform.machine()}"
-        elif "avx512f" not in _cpu_flags().split():
-            # The hardware, not torch.backends.cpu.get_cpu_capability(): that one follows ATEN_CPU_CAPABILITY,
-            # which the test suite caps at AVX2 for ATen's own kernels (tests/conftest.py).
-            reason = "the CPU has no AVX-512F"
+        elif cpu_lanes() == 0:
+            reason = "the CPU has neither AVX-512F nor AVX2 + FMA"
         elif "OpenMP" not in torch.__config__.parallel_info():
             reason = "PyTorch is not built with OpenMP"
-        elif (cxx := _compiler()) is None:
-            reason = "no C++ compiler found ($CXX, c++, g++)"
         else:
-            cand = ctypes.CDLL(str(_build(cxx)))
-            _declare(cand)
-            if cand.effsr_native_abi() != ABI or cand.effsr_native_lanes() != 16:
-                reason = "the compiled kernels have no AVX-512 code"
-            else:
-                err = _self_check(cand)
-                if err <= SELF_CHECK_TOLERANCE:
-                    lib = cand
-                else:
-                    reason = f"self-check failed (max abs {err:.2e} > {SELF_CHECK_TOLERANCE:.0e})"
-    except Exception as exc:  # a missing compiler, a read-only cache, a failed build: keep the oneDNN graph
-        reason = f"{type(exc).__name__}: {exc}"
+            lib, reason = load(NATIVE_ARCH)
+    except Exception as exc:  # a read-only cache, a failed build, a broken toolchain: keep the oneDNN graph
+        lib, reason = None, f"{type(exc).__name__}: {exc}"
     if lib is None:
         log.info("effsr native kernels unavailable (%s); the fast engine uses oneDNN operators only", reason)
     _state["lib"], _state["reason"] = lib, reason

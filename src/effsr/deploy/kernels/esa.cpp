@@ -17,31 +17,64 @@
 // polynomial, ~1 ulp on the sigmoid's range. Results equal PyTorch's within float rounding (tests/test_native.py).
 //
 // Layout: every map is channels-last (NHWC) float32, dense; 1x1 weights are [in][out], 3x3 weights
-// [ky][kx][in][out], row-major. Channels: C in {16, 32, 48, 64}, F == 16. Register blocking: P pixels of C / 16
-// vectors each stay in the 32 zmm registers while the weights stream. Only AVX-512F builds have kernels;
-// effsr_native_lanes() tells the caller.
+// [ky][kx][in][out], row-major. Channels: C in {16, 32, 48, 64}, F == 16. Register blocking: P pixels of C / L
+// vectors each (L = 16 lanes with AVX-512F, 8 with AVX2 + FMA) stay in registers while the weights stream. Builds
+// without either instruction set have no kernels; effsr_native_lanes() tells the caller.
 #include <cstddef>
 #include <cstring>
 
-extern "C" int effsr_native_abi() { return 1; }
+extern "C" int effsr_native_abi() { return 2; }
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 
-extern "C" int effsr_native_lanes() { return 16; }
-
 namespace {
+#if defined(__AVX512F__)
+constexpr int L = 16;  // float lanes per vector
+constexpr int REGS = 32;
 typedef __m512 V;
+typedef __m512i VI;
 inline V ld(const float* p) { return _mm512_loadu_ps(p); }
 inline void st(float* p, V v) { _mm512_storeu_ps(p, v); }
 inline V bc(float x) { return _mm512_set1_ps(x); }
 inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V add(V a, V b) { return _mm512_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V div(V a, V b) { return _mm512_div_ps(a, b); }
+inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
+inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+inline V round_nearest(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline V pow2i(V n) {  // 2^n for integral n in [-126, 127], built in the exponent field
+  const VI e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_castsi512_ps(e);
+}
+#else
+constexpr int L = 8;
+constexpr int REGS = 16;
+typedef __m256 V;
+typedef __m256i VI;
+inline V ld(const float* p) { return _mm256_loadu_ps(p); }
+inline void st(float* p, V v) { _mm256_storeu_ps(p, v); }
+inline V bc(float x) { return _mm256_set1_ps(x); }
+inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+inline V div(V a, V b) { return _mm256_div_ps(a, b); }
+inline V vmin(V a, V b) { return _mm256_min_ps(a, b); }
+inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+inline V round_nearest(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline V pow2i(V n) {
+  const VI e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_castsi256_ps(e);
+}
+#endif
 
 inline V vexp(V x) {
-  x = _mm512_min_ps(x, bc(88.3762626647949f));
-  x = _mm512_max_ps(x, bc(-87.3365447505531f));
-  const V n = _mm512_roundscale_ps(_mm512_mul_ps(x, bc(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = vmin(x, bc(88.3762626647949f));
+  x = vmax(x, bc(-87.3365447505531f));
+  const V n = round_nearest(mul(x, bc(1.44269504088896341f)));
   V r = fma(n, bc(-0.693359375f), x);  // ln 2 in two parts (Cephes C1, C2)
   r = fma(n, bc(2.12194440e-4f), r);
   V p = bc(1.9875691500e-4f);
@@ -50,15 +83,19 @@ inline V vexp(V x) {
   p = fma(p, r, bc(4.1665795894e-2f));
   p = fma(p, r, bc(1.6666665459e-1f));
   p = fma(p, r, bc(5.0000001201e-1f));
-  p = fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, bc(1.0f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  p = fma(p, mul(r, r), add(r, bc(1.0f)));
+  return mul(p, pow2i(n));
 }
 
-inline V vsigmoid(V a) { return _mm512_div_ps(bc(1.0f), _mm512_add_ps(bc(1.0f), vexp(_mm512_sub_ps(bc(0.0f), a)))); }
+inline V vsigmoid(V a) { return div(bc(1.0f), add(bc(1.0f), vexp(sub(bc(0.0f), a)))); }
 
-// Pixels per register block: P * C / 16 accumulators plus C / 16 weight vectors fit the 32 zmm registers.
-template <int C> constexpr int block_pixels() { return C <= 48 ? 8 : 6; }
+// Pixels per register block: P x (C / L) accumulators plus C / L weight vectors fit the register file.
+// AVX2 (16 registers) leaves no room for the weight vectors at C = 48; they are then read from L1 as FMA operands.
+template <int C> constexpr int block_pixels() {
+  constexpr int nc = C / L;
+  constexpr int p = L == 16 ? (REGS - 4) / nc - 1 : (REGS - 2) / nc;
+  return p > 8 ? 8 : (p < 1 ? 1 : p);
+}
 
 struct Tap { int a, b; float la, ha; };  // bilinear taps along one axis: indices and weights
 
@@ -75,72 +112,83 @@ template <int C, int F, int P>
 inline void tail_block(const float* __restrict sp, const float* __restrict c1, const float* r0, const float* r1,
                        const Tap& ty, const Tap* tx, const float* wf, const float* bf, const float* w4,
                        const float* b4, const float* w5, const float* b5, float* __restrict op) {
-  static_assert(F == 16, "F must be 16");
-  constexpr int NC = C / 16;
+  static_assert(F == 16 && C % L == 0, "F must be 16, C a multiple of the vector width");
+  constexpr int NC = C / L, NF = F / L;
   alignas(64) float t[P][F];
   {
-    V u[P];
+    V u[P][NF];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
       const Tap& q = tx[p];
-      const V top = fma(bc(q.ha), ld(r0 + q.a * F), _mm512_mul_ps(bc(q.la), ld(r0 + q.b * F)));
-      const V bot = fma(bc(q.ha), ld(r1 + q.a * F), _mm512_mul_ps(bc(q.la), ld(r1 + q.b * F)));
-      u[p] = _mm512_add_ps(ld(bf), fma(bc(ty.ha), top, _mm512_mul_ps(bc(ty.la), bot)));
+#pragma GCC unroll 2
+      for (int j = 0; j < NF; ++j) {
+        const V top = fma(bc(q.ha), ld(r0 + q.a * F + L * j), mul(bc(q.la), ld(r0 + q.b * F + L * j)));
+        const V bot = fma(bc(q.ha), ld(r1 + q.a * F + L * j), mul(bc(q.la), ld(r1 + q.b * F + L * j)));
+        u[p][j] = add(ld(bf + L * j), fma(bc(ty.ha), top, mul(bc(ty.la), bot)));
+      }
     }
 #pragma GCC unroll 16
     for (int k = 0; k < F; ++k) {
-      const V w = ld(wf + k * F);
+      V w[NF];
+#pragma GCC unroll 2
+      for (int j = 0; j < NF; ++j) w[j] = ld(wf + k * F + L * j);
 #pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) u[p] = fma(bc(c1[p * F + k]), w, u[p]);
+      for (int p = 0; p < P; ++p) {
+        const V v = bc(c1[p * F + k]);
+#pragma GCC unroll 2
+        for (int j = 0; j < NF; ++j) u[p][j] = fma(v, w[j], u[p][j]);
+      }
     }
 #pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) _mm512_store_ps(t[p], u[p]);
+    for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+      for (int j = 0; j < NF; ++j) st(t[p] + L * j, u[p][j]);
   }
   alignas(64) float g[P][C];
   {
     V a[P][NC];
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-      for (int j = 0; j < NC; ++j) a[p][j] = ld(b4 + 16 * j);
+#pragma GCC unroll 8
+      for (int j = 0; j < NC; ++j) a[p][j] = ld(b4 + L * j);
 #pragma GCC unroll 4
     for (int k = 0; k < F; ++k) {
       V w[NC];
-#pragma GCC unroll 4
-      for (int j = 0; j < NC; ++j) w[j] = ld(w4 + k * C + 16 * j);
+#pragma GCC unroll 8
+      for (int j = 0; j < NC; ++j) w[j] = ld(w4 + k * C + L * j);
 #pragma GCC unroll 16
       for (int p = 0; p < P; ++p) {
         const V v = bc(t[p][k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < NC; ++j) a[p][j] = fma(v, w[j], a[p][j]);
       }
     }
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-      for (int j = 0; j < NC; ++j) _mm512_store_ps(g[p] + 16 * j, vsigmoid(a[p][j]));
+#pragma GCC unroll 8
+      for (int j = 0; j < NC; ++j) st(g[p] + L * j, vsigmoid(a[p][j]));
   }
   V acc[P][NC];
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-    for (int j = 0; j < NC; ++j) acc[p][j] = ld(b5 + 16 * j);
+#pragma GCC unroll 8
+    for (int j = 0; j < NC; ++j) acc[p][j] = ld(b5 + L * j);
 #pragma GCC unroll 2
   for (int k = 0; k < C; ++k) {
     V w[NC];
-#pragma GCC unroll 4
-    for (int j = 0; j < NC; ++j) w[j] = ld(w5 + k * C + 16 * j);
+#pragma GCC unroll 8
+    for (int j = 0; j < NC; ++j) w[j] = ld(w5 + k * C + L * j);
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
       const V v = bc(sp[p * C + k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int j = 0; j < NC; ++j) acc[p][j] = fma(v, w[j], acc[p][j]);
     }
   }
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
-    for (int j = 0; j < NC; ++j) st(op + p * C + 16 * j, _mm512_mul_ps(acc[p][j], _mm512_load_ps(g[p] + 16 * j)));
+#pragma GCC unroll 8
+    for (int j = 0; j < NC; ++j) st(op + p * C + L * j, mul(acc[p][j], ld(g[p] + L * j)));
 }
 
 template <int C, int F>
@@ -182,26 +230,36 @@ void tail(int N, int H, int W, int h3, int w3, const float* s, const float* c1, 
 template <int C, int F, int P>
 inline void head_block(float* __restrict a, const float* __restrict x, const float* w1, const float* b1,
                        float* __restrict c1) {
-  static_assert(F == 16, "F must be 16");
-  constexpr int NC = C / 16;
+  static_assert(F == 16 && C % L == 0, "F must be 16, C a multiple of the vector width");
+  constexpr int NC = C / L, NF = F / L;
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < NC; ++j) {
-      float* q = a + p * C + 16 * j;
-      st(q, _mm512_add_ps(ld(q), ld(x + p * C + 16 * j)));
+      float* q = a + p * C + L * j;
+      st(q, add(ld(q), ld(x + p * C + L * j)));
     }
-  V u[P];
+  V u[P][NF];
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) u[p] = ld(b1);
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int j = 0; j < NF; ++j) u[p][j] = ld(b1 + L * j);
 #pragma GCC unroll 4
   for (int k = 0; k < C; ++k) {
-    const V w = ld(w1 + k * F);
+    V w[NF];
+#pragma GCC unroll 2
+    for (int j = 0; j < NF; ++j) w[j] = ld(w1 + k * F + L * j);
 #pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) u[p] = fma(bc(a[p * C + k]), w, u[p]);
+    for (int p = 0; p < P; ++p) {
+      const V v = bc(a[p * C + k]);
+#pragma GCC unroll 2
+      for (int j = 0; j < NF; ++j) u[p][j] = fma(v, w[j], u[p][j]);
+    }
   }
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) st(c1 + p * F, u[p]);
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int j = 0; j < NF; ++j) st(c1 + p * F + L * j, u[p][j]);
 }
 
 template <int C, int F>
@@ -228,31 +286,42 @@ void head(int N, int H, int W, float* a, const float* x, const float* w1, const 
 
 // ---- low-resolution branch: c3 = conv3(max_pool(conv2(c1))) ------------------------------------------------------
 // conv2: 3x3, stride `st2`, no padding; max_pool: kernel `pk`, stride `ps`, no padding, floor mode; conv3: 3x3,
-// stride 1, zero padding 1. Weights are [ky][kx][in][out]. All maps have F == 16 channels (one vector per pixel).
+// stride 1, zero padding 1. Weights are [ky][kx][in][out]. All maps have 16 channels.
 template <int P>
 inline void conv3x3_block(const float* in, int in_w, int sx, const float* w, const float* b, float* out) {
-  V acc[P];
+  constexpr int NF = 16 / L;
+  V acc[P][NF];
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) acc[p] = ld(b);
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int j = 0; j < NF; ++j) acc[p][j] = ld(b + L * j);
   for (int ky = 0; ky < 3; ++ky)
     for (int kx = 0; kx < 3; ++kx) {
       const float* row = in + (static_cast<size_t>(ky) * in_w + kx) * 16;
       const float* wk = w + (ky * 3 + kx) * 16 * 16;
 #pragma GCC unroll 4
       for (int k = 0; k < 16; ++k) {
-        const V wv = ld(wk + k * 16);
+        V wv[NF];
+#pragma GCC unroll 2
+        for (int j = 0; j < NF; ++j) wv[j] = ld(wk + k * 16 + L * j);
 #pragma GCC unroll 16
-        for (int p = 0; p < P; ++p) acc[p] = fma(bc(row[p * sx * 16 + k]), wv, acc[p]);
+        for (int p = 0; p < P; ++p) {
+          const V v = bc(row[p * sx * 16 + k]);
+#pragma GCC unroll 2
+          for (int j = 0; j < NF; ++j) acc[p][j] = fma(v, wv[j], acc[p][j]);
+        }
       }
     }
 #pragma GCC unroll 16
-  for (int p = 0; p < P; ++p) st(out + p * 16, acc[p]);
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 2
+    for (int j = 0; j < NF; ++j) st(out + p * 16 + L * j, acc[p][j]);
 }
 
 // One output row of a 3x3 conv (16 -> 16) over a row-major [h][w][16] input whose rows start at `in` (already
 // offset to the window's top-left), with input stride `sx` along x.
 inline void conv3x3_row(const float* in, int in_w, int sx, int out_w, const float* w, const float* b, float* out) {
-  constexpr int P = 8;
+  constexpr int P = L == 16 ? 8 : 6;
   int x = 0;
   for (; x + P <= out_w; x += P) conv3x3_block<P>(in + static_cast<size_t>(x) * sx * 16, in_w, sx, w, b, out + x * 16);
   for (; x < out_w; ++x) conv3x3_block<1>(in + static_cast<size_t>(x) * sx * 16, in_w, sx, w, b, out + x * 16);
@@ -260,6 +329,7 @@ inline void conv3x3_row(const float* in, int in_w, int sx, int out_w, const floa
 
 void low(int N, int H, int W, int st2, int pk, int ps, const float* c1, const float* k2, const float* b2,
          const float* k3, const float* b3, float* t2, float* t3, float* out, int threads) {
+  constexpr int NF = 16 / L;
   const int h2 = (H - 3) / st2 + 1, w2 = (W - 3) / st2 + 1;
   const int h3 = (h2 - pk) / ps + 1, w3 = (w2 - pk) / ps + 1;
   const int pw = w3 + 2;  // the pooled map with a zero border of 1 for conv3
@@ -278,14 +348,17 @@ void low(int N, int H, int W, int st2, int pk, int ps, const float* c1, const fl
           std::memset(prow, 0, sizeof(float) * pw * 16);
           continue;
         }
-        st(prow, bc(0.0f));
-        st(prow + (pw - 1) * 16, bc(0.0f));
+        std::memset(prow, 0, sizeof(float) * 16);
+        std::memset(prow + (pw - 1) * 16, 0, sizeof(float) * 16);
         for (int x = 0; x < w3; ++x) {
           const float* win = t2 + ((static_cast<size_t>(n) * h2 + static_cast<size_t>(y - 1) * ps) * w2 + x * ps) * 16;
-          V m = ld(win);
-          for (int i = 0; i < pk; ++i)
-            for (int j = 0; j < pk; ++j) m = _mm512_max_ps(m, ld(win + (static_cast<size_t>(i) * w2 + j) * 16));
-          st(prow + (x + 1) * 16, m);
+#pragma GCC unroll 2
+          for (int j = 0; j < NF; ++j) {
+            V m = ld(win + L * j);
+            for (int i = 0; i < pk; ++i)
+              for (int k = 0; k < pk; ++k) m = vmax(m, ld(win + (static_cast<size_t>(i) * w2 + k) * 16 + L * j));
+            st(prow + (x + 1) * 16 + L * j, m);
+          }
         }
       }
 #pragma omp for collapse(2) schedule(static)
@@ -318,6 +391,8 @@ void pixel_shuffle(int N, int C, int H, int W, int r, const float* in, float* ou
       }
 }
 }  // namespace
+
+extern "C" int effsr_native_lanes() { return L; }
 
 #define EFFSR_DISPATCH(CALL)                 \
   if (F != 16) return -1;                    \
@@ -358,7 +433,7 @@ extern "C" int effsr_pixel_shuffle(int N, int C, int H, int W, int r, const floa
   return 0;
 }
 
-#else  // no AVX-512: the caller keeps PyTorch's operators
+#else  // neither AVX-512F nor AVX2 + FMA: the caller keeps PyTorch's operators
 
 extern "C" int effsr_native_lanes() { return 0; }
 extern "C" int effsr_esa_tail(int, int, int, int, int, int, int, const float*, const float*, const float*,

@@ -29,47 +29,39 @@ extern "C" int effsr_native_abi() { return 2; }
 #include <immintrin.h>
 
 namespace {
+// One set of vector helpers, spelled for the widest instruction set the compiler targets: the intrinsics of both
+// follow the pattern _mm<bits>_<op>_ps (Intel Intrinsics Guide); only rounding differs.
 #if defined(__AVX512F__)
 constexpr int L = 16;  // float lanes per vector
 constexpr int REGS = 32;
 typedef __m512 V;
 typedef __m512i VI;
-inline V ld(const float* p) { return _mm512_loadu_ps(p); }
-inline void st(float* p, V v) { _mm512_storeu_ps(p, v); }
-inline V bc(float x) { return _mm512_set1_ps(x); }
-inline V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline V add(V a, V b) { return _mm512_add_ps(a, b); }
-inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-inline V div(V a, V b) { return _mm512_div_ps(a, b); }
-inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
-inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
+#define EFFSR_MM(op) _mm512_##op
 inline V round_nearest(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-inline V pow2i(V n) {  // 2^n for integral n in [-126, 127], built in the exponent field
-  const VI e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_castsi512_ps(e);
-}
+inline V as_float(VI e) { return _mm512_castsi512_ps(e); }
 #else
 constexpr int L = 8;
 constexpr int REGS = 16;
 typedef __m256 V;
 typedef __m256i VI;
-inline V ld(const float* p) { return _mm256_loadu_ps(p); }
-inline void st(float* p, V v) { _mm256_storeu_ps(p, v); }
-inline V bc(float x) { return _mm256_set1_ps(x); }
-inline V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V add(V a, V b) { return _mm256_add_ps(a, b); }
-inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-inline V div(V a, V b) { return _mm256_div_ps(a, b); }
-inline V vmin(V a, V b) { return _mm256_min_ps(a, b); }
-inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+#define EFFSR_MM(op) _mm256_##op
 inline V round_nearest(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-inline V pow2i(V n) {
-  const VI e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_castsi256_ps(e);
-}
+inline V as_float(VI e) { return _mm256_castsi256_ps(e); }
 #endif
+inline V ld(const float* p) { return EFFSR_MM(loadu_ps)(p); }
+inline void st(float* p, V v) { EFFSR_MM(storeu_ps)(p, v); }
+inline V bc(float x) { return EFFSR_MM(set1_ps)(x); }
+inline V fma(V a, V b, V c) { return EFFSR_MM(fmadd_ps)(a, b, c); }
+inline V add(V a, V b) { return EFFSR_MM(add_ps)(a, b); }
+inline V sub(V a, V b) { return EFFSR_MM(sub_ps)(a, b); }
+inline V mul(V a, V b) { return EFFSR_MM(mul_ps)(a, b); }
+inline V div(V a, V b) { return EFFSR_MM(div_ps)(a, b); }
+inline V vmin(V a, V b) { return EFFSR_MM(min_ps)(a, b); }
+inline V vmax(V a, V b) { return EFFSR_MM(max_ps)(a, b); }
+inline V pow2i(V n) {  // 2^n for integral n in [-126, 127], built in the exponent field
+  return as_float(EFFSR_MM(slli_epi32)(EFFSR_MM(add_epi32)(EFFSR_MM(cvtps_epi32)(n), EFFSR_MM(set1_epi32)(127)), 23));
+}
+#undef EFFSR_MM
 
 inline V vexp(V x) {
   x = vmin(x, bc(88.3762626647949f));
@@ -107,6 +99,41 @@ inline Tap tap(float scale, int dst, int in_size) {
   return Tap{a, a + (a < in_size - 1 ? 1 : 0), l, 1.0f - l};
 }
 
+// ---- the register-blocked matrix product all kernels share ------------------------------------------------------
+// acc[p][:] (NO outputs as NO / L vectors, P pixels) are the accumulators; `in` holds P rows of K inputs, `stride`
+// floats apart; `w` is [K][NO]. One weight row is loaded per k and reused for the P pixels.
+template <int P, int NO>
+inline void fill(V (&acc)[P][NO / L], const float* bias) {
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int j = 0; j < NO / L; ++j) acc[p][j] = ld(bias + L * j);
+}
+
+template <int P, int K, int NO>
+inline void mac(V (&acc)[P][NO / L], const float* in, size_t stride, const float* w) {
+#pragma GCC unroll 4
+  for (int k = 0; k < K; ++k) {
+    V wk[NO / L];
+#pragma GCC unroll 8
+    for (int j = 0; j < NO / L; ++j) wk[j] = ld(w + k * NO + L * j);
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) {
+      const V v = bc(in[p * stride + k]);
+#pragma GCC unroll 8
+      for (int j = 0; j < NO / L; ++j) acc[p][j] = fma(v, wk[j], acc[p][j]);
+    }
+  }
+}
+
+template <int P, int NO>
+inline void store(float* out, size_t stride, const V (&acc)[P][NO / L]) {
+#pragma GCC unroll 16
+  for (int p = 0; p < P; ++p)
+#pragma GCC unroll 8
+    for (int j = 0; j < NO / L; ++j) st(out + p * stride + L * j, acc[p][j]);
+}
+
 // ---- tail: one block of exactly P pixels -------------------------------------------------------------------------
 template <int C, int F, int P>
 inline void tail_block(const float* __restrict sp, const float* __restrict c1, const float* r0, const float* r1,
@@ -114,7 +141,7 @@ inline void tail_block(const float* __restrict sp, const float* __restrict c1, c
                        const float* b4, const float* w5, const float* b5, float* __restrict op) {
   static_assert(F == 16 && C % L == 0, "F must be 16, C a multiple of the vector width");
   constexpr int NC = C / L, NF = F / L;
-  alignas(64) float t[P][F];
+  alignas(64) float t[P][F];  // conv_f(c1) + bf + bilinear(c3)
   {
     V u[P][NF];
 #pragma GCC unroll 16
@@ -127,64 +154,23 @@ inline void tail_block(const float* __restrict sp, const float* __restrict c1, c
         u[p][j] = add(ld(bf + L * j), fma(bc(ty.ha), top, mul(bc(ty.la), bot)));
       }
     }
-#pragma GCC unroll 16
-    for (int k = 0; k < F; ++k) {
-      V w[NF];
-#pragma GCC unroll 2
-      for (int j = 0; j < NF; ++j) w[j] = ld(wf + k * F + L * j);
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) {
-        const V v = bc(c1[p * F + k]);
-#pragma GCC unroll 2
-        for (int j = 0; j < NF; ++j) u[p][j] = fma(v, w[j], u[p][j]);
-      }
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 2
-      for (int j = 0; j < NF; ++j) st(t[p] + L * j, u[p][j]);
+    mac<P, F, F>(u, c1, F, wf);
+    store<P, F>(&t[0][0], F, u);
   }
-  alignas(64) float g[P][C];
+  alignas(64) float g[P][C];  // sigmoid(conv4(t))
   {
     V a[P][NC];
+    fill<P, C>(a, b4);
+    mac<P, F, C>(a, &t[0][0], F, w4);
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
 #pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) a[p][j] = ld(b4 + L * j);
-#pragma GCC unroll 4
-    for (int k = 0; k < F; ++k) {
-      V w[NC];
-#pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) w[j] = ld(w4 + k * C + L * j);
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) {
-        const V v = bc(t[p][k]);
-#pragma GCC unroll 8
-        for (int j = 0; j < NC; ++j) a[p][j] = fma(v, w[j], a[p][j]);
-      }
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) st(g[p] + L * j, vsigmoid(a[p][j]));
+      for (int j = 0; j < NC; ++j) a[p][j] = vsigmoid(a[p][j]);
+    store<P, C>(&g[0][0], C, a);
   }
-  V acc[P][NC];
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) acc[p][j] = ld(b5 + L * j);
-#pragma GCC unroll 2
-  for (int k = 0; k < C; ++k) {
-    V w[NC];
-#pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) w[j] = ld(w5 + k * C + L * j);
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) {
-      const V v = bc(sp[p * C + k]);
-#pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) acc[p][j] = fma(v, w[j], acc[p][j]);
-    }
-  }
+  V acc[P][NC];  // c5(s) * g
+  fill<P, C>(acc, b5);
+  mac<P, C, C>(acc, sp, C, w5);
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 8
@@ -231,35 +217,17 @@ template <int C, int F, int P>
 inline void head_block(float* __restrict a, const float* __restrict x, const float* w1, const float* b1,
                        float* __restrict c1) {
   static_assert(F == 16 && C % L == 0, "F must be 16, C a multiple of the vector width");
-  constexpr int NC = C / L, NF = F / L;
 #pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
 #pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) {
+    for (int j = 0; j < C / L; ++j) {
       float* q = a + p * C + L * j;
       st(q, add(ld(q), ld(x + p * C + L * j)));
     }
-  V u[P][NF];
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 2
-    for (int j = 0; j < NF; ++j) u[p][j] = ld(b1 + L * j);
-#pragma GCC unroll 4
-  for (int k = 0; k < C; ++k) {
-    V w[NF];
-#pragma GCC unroll 2
-    for (int j = 0; j < NF; ++j) w[j] = ld(w1 + k * F + L * j);
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) {
-      const V v = bc(a[p * C + k]);
-#pragma GCC unroll 2
-      for (int j = 0; j < NF; ++j) u[p][j] = fma(v, w[j], u[p][j]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 2
-    for (int j = 0; j < NF; ++j) st(c1 + p * F + L * j, u[p][j]);
+  V u[P][F / L];
+  fill<P, F>(u, b1);
+  mac<P, C, F>(u, a, C, w1);
+  store<P, F>(c1, F, u);
 }
 
 template <int C, int F>
@@ -289,33 +257,13 @@ void head(int N, int H, int W, float* a, const float* x, const float* w1, const 
 // stride 1, zero padding 1. Weights are [ky][kx][in][out]. All maps have 16 channels.
 template <int P>
 inline void conv3x3_block(const float* in, int in_w, int sx, const float* w, const float* b, float* out) {
-  constexpr int NF = 16 / L;
-  V acc[P][NF];
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 2
-    for (int j = 0; j < NF; ++j) acc[p][j] = ld(b + L * j);
+  V acc[P][16 / L];
+  fill<P, 16>(acc, b);
   for (int ky = 0; ky < 3; ++ky)
-    for (int kx = 0; kx < 3; ++kx) {
-      const float* row = in + (static_cast<size_t>(ky) * in_w + kx) * 16;
-      const float* wk = w + (ky * 3 + kx) * 16 * 16;
-#pragma GCC unroll 4
-      for (int k = 0; k < 16; ++k) {
-        V wv[NF];
-#pragma GCC unroll 2
-        for (int j = 0; j < NF; ++j) wv[j] = ld(wk + k * 16 + L * j);
-#pragma GCC unroll 16
-        for (int p = 0; p < P; ++p) {
-          const V v = bc(row[p * sx * 16 + k]);
-#pragma GCC unroll 2
-          for (int j = 0; j < NF; ++j) acc[p][j] = fma(v, wv[j], acc[p][j]);
-        }
-      }
-    }
-#pragma GCC unroll 16
-  for (int p = 0; p < P; ++p)
-#pragma GCC unroll 2
-    for (int j = 0; j < NF; ++j) st(out + p * 16 + L * j, acc[p][j]);
+    for (int kx = 0; kx < 3; ++kx)
+      mac<P, 16, 16>(acc, in + (static_cast<size_t>(ky) * in_w + kx) * 16, static_cast<size_t>(sx) * 16,
+                        w + (ky * 3 + kx) * 16 * 16);
+  store<P, 16>(out, 16, acc);
 }
 
 // One output row of a 3x3 conv (16 -> 16) over a row-major [h][w][16] input whose rows start at `in` (already

@@ -239,3 +239,13 @@ def test_build_is_cached_and_atomic(lib: object, monkeypatch, tmp_path) -> None:
     assert first == second and second.stat().st_mtime_ns == stamp, "the second call must reuse the build"
     assert [p.name for p in first.parent.iterdir()] == [first.name], "no temporary files left behind"
     assert first.is_relative_to(tmp_path) and os.access(first, os.R_OK)
+
+
+def test_a_read_only_cache_falls_back_to_the_temporary_directory(lib: object, monkeypatch, tmp_path) -> None:
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    monkeypatch.setenv("EFFSR_KERNEL_CACHE", str(blocked / "kernels"))  # mkdir fails: a file is in the way
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    built = native._build(native._compiler())
+    assert built.is_relative_to(tmp_path / "tmp") and built.exists()

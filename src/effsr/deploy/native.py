@@ -110,8 +110,15 @@ def _build(cxx: str, arch: str = NATIVE_ARCH) -> Path:
     target = cache_dir() / f"esa-{key}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError:  # a read-only home (containers): build in this user's temporary directory instead
+        target = Path(tempfile.gettempdir()) / f"effsr-kernels-{os.getuid()}" / target.name
+        if target.exists():
+            return target
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,

@@ -261,17 +261,20 @@ class FastEngine(Engine):
         if verify and self.fused and dtype == torch.float32:
             with torch.inference_mode(), single_thread():
                 ref = base(example)
-                got = graph(example.contiguous(memory_format=torch.channels_last))
-                err = (got.float() - ref.float()).abs().max().item()
+
+            def error_of(g: nn.Module) -> float:
+                with torch.inference_mode(), single_thread():
+                    got = g(example.contiguous(memory_format=torch.channels_last))
+                    return (got.float() - ref.float()).abs().max().item()
+
+            err = error_of(graph)
             if not err <= FP32_TOLERANCE and _has_native(graph):
                 log.warning("fast backend: the deploy graph of %s with native kernels differs from its eager "
                             "forward by %.2e (> %.0e); rebuilding it without them", type(model).__name__, err,
                             FP32_TOLERANCE)
                 with single_thread():
                     graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile, native=False)
-                with torch.inference_mode(), single_thread():
-                    got = graph(example.contiguous(memory_format=torch.channels_last))
-                    err = (got.float() - ref.float()).abs().max().item()
+                err = error_of(graph)
             if not err <= FP32_TOLERANCE:
                 log.warning("fast backend: the deploy graph of %s differs from its eager forward by %.2e (> %.0e); "
                             "using the channels-last forward", type(model).__name__, err, FP32_TOLERANCE)

@@ -207,11 +207,15 @@ def _ready(t: torch.Tensor, channels: int) -> bool:
             and t.numel() > 0 and t.is_contiguous(memory_format=torch.channels_last) and not t.requires_grad)
 
 
+def _bias(conv: nn.Module) -> torch.Tensor:
+    """A conv's bias as a contiguous float32 copy (zeros when it has none)."""
+    b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(conv.weight.shape[0])
+    return b.contiguous().clone()
+
+
 def _matrix(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 1x1 conv's weight as a contiguous [in][out] matrix and its bias (zeros when it has none)."""
-    w = conv.weight.detach().float()
-    b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
-    return w[:, :, 0, 0].t().contiguous(), b.contiguous().clone()
+    """A 1x1 conv's weight as a contiguous [in][out] matrix and its bias."""
+    return conv.weight.detach().float()[:, :, 0, 0].t().contiguous(), _bias(conv)
 
 
 class EsaTail(nn.Module):
@@ -246,8 +250,8 @@ class EsaTail(nn.Module):
             return self._fallback(s, c1, c3)
         out = torch.empty_like(s, memory_format=torch.channels_last)
         rc = lib.effsr_esa_tail(n, c, self.gate_channels, h, w, c3.shape[2], c3.shape[3], _ptr(s), _ptr(c1),
-                                      _ptr(c3), _ptr(self.wf), _ptr(self.bf), _ptr(self.w4), _ptr(self.b4),
-                                      _ptr(self.w5), _ptr(self.b5), _ptr(out), torch.get_num_threads())
+                                _ptr(c3), _ptr(self.wf), _ptr(self.bf), _ptr(self.w4), _ptr(self.b4),
+                                _ptr(self.w5), _ptr(self.b5), _ptr(out), torch.get_num_threads())
         return out if rc == 0 else self._fallback(s, c1, c3)
 
 
@@ -265,20 +269,20 @@ class EsaHead(nn.Module):
         self.register_buffer("w1", w, persistent=False)
         self.register_buffer("b1", b, persistent=False)
 
+    def _fallback(self, a: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = a.add_(x)
+        return s, F.conv2d(s, self.conv1.weight, self.conv1.bias)
+
     def forward(self, a: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, c, h, w = a.shape
         lib = _state.get("lib")
         if lib is None or not (_ready(a, self.channels) and _ready(x, self.channels) and x.shape == a.shape
                                and self.w1.device.type == "cpu"):
-            s = a.add_(x)
-            return s, F.conv2d(s, self.conv1.weight, self.conv1.bias)
+            return self._fallback(a, x)
         c1 = torch.empty((n, h, w, self.gate_channels), dtype=a.dtype).permute(0, 3, 1, 2)  # channels-last
         rc = lib.effsr_esa_head(n, c, self.gate_channels, h, w, _ptr(a), _ptr(x), _ptr(self.w1), _ptr(self.b1),
-                                      _ptr(c1), torch.get_num_threads())
-        if rc != 0:
-            s = a.add_(x)
-            return s, F.conv2d(s, self.conv1.weight, self.conv1.bias)
-        return a, c1
+                                _ptr(c1), torch.get_num_threads())
+        return (a, c1) if rc == 0 else self._fallback(a, x)
 
 
 class EsaLow(nn.Module):
@@ -295,10 +299,9 @@ class EsaLow(nn.Module):
         self.stride = int(conv2.stride[0])
         self.pool_kernel, self.pool_stride = int(pool_kernel), int(pool_stride)
         for name, conv in (("k2", conv2), ("k3", conv3)):
-            w = conv.weight.detach().float()
-            b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0])
-            self.register_buffer(name, w.permute(2, 3, 1, 0).contiguous(), persistent=False)  # [ky][kx][in][out]
-            self.register_buffer("b" + name[1:], b.contiguous().clone(), persistent=False)
+            w = conv.weight.detach().float().permute(2, 3, 1, 0).contiguous()  # [ky][kx][in][out]
+            self.register_buffer(name, w, persistent=False)
+            self.register_buffer("b" + name[1:], _bias(conv), persistent=False)
 
     def _fallback(self, c1: torch.Tensor) -> torch.Tensor:
         return self.conv3(F.max_pool2d(self.conv2(c1), self.pool_kernel, self.pool_stride))

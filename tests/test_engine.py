@@ -18,6 +18,7 @@ from torch import nn
 import effsr
 from effsr.deploy import engine as E
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
+from effsr.tiling import TilingSpec
 
 ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn"]
 # (H, W): two issue sizes and a non-square one; MSN needs >= 29 (specs/README.md pitfall 17).
@@ -48,7 +49,7 @@ def test_fast_equals_eager_for_every_zoo_model(name: str, lr_image: torch.Tensor
     model = effsr.load(name)
     fast = E.prepare(model, "fast", tune_malloc=False)
     assert fast.fused, "the deploy graph fell back to the plain channels-last forward"
-    assert fast.scale == model.scale and fast.min_size == model.min_size
+    assert fast.tiling == model.tiling and fast.scale == model.scale
     err = _max_err(model, fast, _crops(lr_image))
     assert err <= E.FP32_TOLERANCE, f"{name}: fast differs from eager by {err:.2e}"
     # In practice the rewrites only reorder float sums: far below the contract (measured <= 4e-6).
@@ -114,7 +115,7 @@ def test_onnxruntime_backend_static_and_dynamic(lr_image: torch.Tensor, weights_
 
 def test_untraceable_model_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     class DataDependent(nn.Module):
-        scale, min_size = 2, 1
+        tiling = TilingSpec(scale=2)
 
         def __init__(self) -> None:
             super().__init__()

@@ -44,7 +44,6 @@ class Bicubic(nn.Module):
     """x4 MATLAB bicubic upscaling as a model (float in [0,1] in and out)."""
 
     scale = 4
-    min_size = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return imresize_torch(x, self.scale, method="gather")

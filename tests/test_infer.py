@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from effsr.infer import (
     upscale,
     upscale_image,
 )
+from effsr.tiling import TilingSpec, tiling_of
 
 from .conftest import require
 
@@ -40,11 +42,9 @@ from .conftest import require
 class LocalNet(nn.Module):
     """``depth`` zero-padded 3x3 convs at LR resolution, then PixelShuffle: receptive radius = depth (LR pixels)."""
 
-    min_size = 1
-
     def __init__(self, depth: int = 4, width: int = 8, scale: int = 4, seed: int = 0) -> None:
         super().__init__()
-        self.scale = scale
+        self.tiling = TilingSpec(scale=scale)
         chans = [3] + [width] * (depth - 1) + [3 * scale * scale]
         with torch.random.fork_rng():  # deterministic weights without touching the global RNG
             torch.manual_seed(seed)
@@ -63,16 +63,13 @@ class StridedNet(nn.Module):
     """A local model with a stride-2 grid: conv, 2x2 average pool, conv at half resolution, nearest x2 back.
 
     Its output depends on the position modulo 2, so tiles are exact only when they start on even pixels
-    (``tile_multiple = 2``) of an image with even sizes. Receptive radius 5 LR pixels (c1: 1, pooled conv read back
+    (``stride_period = 2``) of an image with even sizes. Receptive radius 5 LR pixels (c1: 1, pooled conv read back
     through the nearest resize: 3, c3: 1).
     """
 
-    min_size = 2
-    tile_multiple = 2
-
     def __init__(self, scale: int = 2) -> None:
         super().__init__()
-        self.scale = scale
+        self.tiling = TilingSpec(scale=scale, min_size=2, stride_period=2)
         with torch.random.fork_rng():
             torch.manual_seed(1)
             self.c1 = nn.Conv2d(3, 8, 3, padding=1)
@@ -175,7 +172,7 @@ def test_tiles_equal_whole_image_when_band_covers_receptive_radius(h: int, w: in
 
 def test_declared_receptive_radius_allows_a_smaller_overlap() -> None:
     net = LocalNet(depth=5).eval()
-    net.receptive_radius = 5
+    net.tiling = replace(net.tiling, receptive_radius=5)
     x = _rand(2, 3, 80, 90, seed=3)
     tiled = upscale(net, x, tile=32, tile_overlap=10)  # band = 5 from the declaration, ramp 0
     assert float((tiled - upscale(net, x, tile=0)).abs().max()) <= 1e-5
@@ -186,7 +183,7 @@ def test_strided_model_needs_aligned_tiles() -> None:
     x = _rand(1, 3, 90, 118, seed=5)
     whole = upscale(net, x, tile=0)
     assert float((upscale(net, x, tile=48, tile_overlap=24) - whole).abs().max()) <= 1e-5  # band 6 >= radius 5
-    net.tile_multiple = 1
+    net.tiling = replace(net.tiling, stride_period=1)
     grid = plan_tiles(90, 118, 48, 24)
     assert any(s % 2 for s, _ in grid.rows + grid.cols)  # an odd start shifts the pooling grid
     assert float((upscale(net, x, tile=48, tile_overlap=24) - whole).abs().max()) > 1e-4
@@ -201,27 +198,30 @@ def _set14(data_dir: Path) -> list[Path]:
 def test_span_tiles_are_exact(data_dir: Path) -> None:
     """SPAN is purely local: 21 zero-padded 3x3 convs at LR resolution (specs/SPAN.md section 3), radius 21."""
     model = effsr.load("span")
+    declared_spec = model.tiling
+    assert declared_spec.receptive_radius == 21 and declared_spec.exact
     x = uint8_to_tensor(read_rgb_uint8(_set14(data_dir)[1]))  # barbara, 144x180
     with _one_thread():
         whole = upscale(model, x, tile=0)
+        model.tiling = replace(declared_spec, receptive_radius=None, exact=False)
         undeclared = upscale(model, x, tile=168, tile_overlap=84)  # band 84 // 4 = 21
         assert float((undeclared - whole).abs().max()) <= 1e-5
-        model.receptive_radius = 21
+        model.tiling = declared_spec
         declared = upscale(model, x, tile=96, tile_overlap=42)  # band 21 from the declaration
         assert float((declared - whole).abs().max()) <= 1e-5
 
 
 # Tiling facts per zoo model (infer.py module docstring): the period of the strided/pooled grids and, for AGDN, the
-# attention window. Applied to the instance only where the architecture file does not declare them itself.
+# attention window. Each architecture file must declare them in its TilingSpec.
 TILING_FACTS: dict[str, dict[str, int]] = {
-    "rlfn": {"tile_multiple": 6},  # ESA: stride-2 conv, then max-pool stride 3
-    "lsanet": {"tile_multiple": 6},
-    "ifadnet": {"tile_multiple": 6},
-    "mdrn_s": {"tile_multiple": 6},  # MDSA: stride-2 BSConvU, pools/local variance at stride 3
-    "mdrn": {"tile_multiple": 6},
-    "msn": {"tile_multiple": 12},  # stride 2 in both separable halves (1/4 resolution), then stride 3
-    "agdn": {"tile_multiple": 6, "min_tile": 96},  # MVSA stride 2 x 3; TLC attention windows of 96 (AGDN.md 3.6)
-    "safmnpp": {"tile_multiple": 8},  # adaptive max-pool to (h//8, w//8)
+    "rlfn": {"stride_period": 6},  # ESA: stride-2 conv, then max-pool stride 3
+    "lsanet": {"stride_period": 6},
+    "ifadnet": {"stride_period": 6},
+    "mdrn_s": {"stride_period": 6},  # MDSA: stride-2 BSConvU, pools/local variance at stride 3
+    "mdrn": {"stride_period": 6},
+    "msn": {"stride_period": 12},  # stride 2 in both separable halves (1/4 resolution), then stride 3
+    "agdn": {"stride_period": 6, "min_tile": 96},  # MVSA stride 2 x 3; TLC attention windows of 96 (AGDN.md 3.6)
+    "safmnpp": {"stride_period": 8},  # adaptive max-pool to (h//8, w//8)
 }
 
 
@@ -234,8 +234,7 @@ def test_tiles_are_invisible_on_set14(data_dir: Path) -> None:
     for name, facts in TILING_FACTS.items():
         model = effsr.load(name)
         for attr, value in facts.items():
-            if not hasattr(type(model), attr):
-                setattr(model, attr, value)
+            assert getattr(tiling_of(model), attr) == value, (name, attr)
         for f, x in zip(files, images, strict=True):
             with _one_thread():
                 psnr = _psnr01(upscale(model, x, tile=64, tile_overlap=16), upscale(model, x, tile=0))
@@ -250,7 +249,7 @@ def test_tiles_are_invisible_on_set14(data_dir: Path) -> None:
 
 def test_small_images_are_padded_and_cropped_back() -> None:
     net = LocalNet(depth=3).eval()
-    net.min_size = 29
+    net.tiling = replace(net.tiling, min_size=29)
     x = _rand(1, 3, 10, 12, seed=9)
     out = upscale(net, x)
     assert out.shape == (1, 3, 40, 48)
@@ -263,7 +262,7 @@ def test_small_images_are_padded_and_cropped_back() -> None:
 
 
 def test_official_model_pads_below_min_size() -> None:
-    model = effsr.load("rlfn")  # min_size 15 (specs/README.md pitfall 17)
+    model = effsr.load("rlfn")  # minimum size 15 (../shared/specs/README.md section 5)
     x = _rand(1, 3, 7, 9, seed=11)
     out = upscale(model, x)
     assert out.shape == (1, 3, 28, 36) and torch.isfinite(out).all()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import effsr
 from effsr.cli import app
-from effsr.deploy.onnx import ONNX_TOLERANCE, export_onnx, make_session, second_check_size
+from effsr.deploy.onnx import ONNX_TOLERANCE, export_onnx, make_session, onnx_tiling, second_check_size
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -52,6 +52,7 @@ def test_cli_export_round_trips_every_zoo_model(name: str, tmp_path: Path, weigh
     checks = re.findall(r"max abs ([0-9.e+-]+), ok", text)
     assert len(checks) == 2, text  # two input sizes, both within the tolerance
     model = effsr.load(name)
+    assert onnx_tiling(out) == model.tiling  # the file carries the model's size and tiling contract whole
     assert _ort_error(out, model, SIZE) <= ONNX_TOLERANCE
     if name in STATIC_ONLY:
         assert "cannot be exported with dynamic sizes" in text
@@ -62,7 +63,7 @@ def test_cli_export_round_trips_every_zoo_model(name: str, tmp_path: Path, weigh
         assert [d for d in session.get_inputs()[0].shape] == [1, 3, *SIZE]
     else:
         assert "dynamic shapes" in text and "any N x 3 x H x W" in text
-        assert _ort_error(out, model, second_check_size(SIZE, model.min_size)) <= ONNX_TOLERANCE
+        assert _ort_error(out, model, second_check_size(SIZE, model.tiling)) <= ONNX_TOLERANCE
 
 
 def test_static_export_without_dynamic_flag(tmp_path: Path, weights_dir: Path) -> None:

@@ -4,25 +4,29 @@
 (unclamped). Three regimes:
 
 * **whole image** (the official protocol, used whenever the image fits the memory budget): one forward. Inputs smaller
-  than the model's minimum size (``model.min_size``, specs/README.md pitfall 17) are padded at the bottom/right by
-  edge replication, upscaled and cropped back.
+  than the model's minimum size (or not a multiple of its size multiple) are padded at the bottom/right by edge
+  replication, upscaled and cropped back.
 * **tiled**, for large images or an explicit ``tile``: overlapping LR tiles of ``tile`` x ``tile`` pixels, each
   upscaled on its own, blended with feathered weights (:func:`plan_tiles` documents the weights). The tile grid starts
-  on multiples of ``model.tile_multiple`` (default 1), the period of the model's strided/pooled grids.
+  on multiples of the model's stride period, the period of its strided/pooled grids.
 * **automatic**: ``tile=None`` picks the largest tile whose estimated working set fits ``max_memory`` (default
   :data:`DEFAULT_MAX_MEMORY`); the per-pixel activation memory is measured per model on a small probe forward.
 
-Exactness of tiling (issue 4 item 2). A model whose output at a pixel depends only on LR pixels within a radius R
-(its *receptive radius*) gives tiled output equal to the whole-image output (up to float rounding, ~1e-7) when the
-feathering band (``overlap // 4``, see :class:`TileGrid`) is at least R and the tile grid respects its strides. Models
-describe themselves to the tiler with optional class attributes:
+Exactness of tiling. A model whose output at a pixel depends only on LR pixels within a radius R (its *receptive
+radius*) gives tiled output equal to the whole-image output (up to float rounding, ~1e-7) when the feathering band
+(``overlap // 4``, see :class:`TileGrid`) is at least R and the tile grid respects its strides. Models describe their
+sizes and tiling once, as one :class:`effsr.tiling.TilingSpec` (``model.tiling``, read by
+:func:`effsr.tiling.tiling_of`; engines and wrappers carry the model's spec whole):
 
-* ``tile_multiple`` (default 1): tile starts and sizes are multiples of it: the period of the model's strided and
+* ``stride_period`` (default 1): tile starts and sizes are multiples of it: the period of the model's strided and
   pooled grids, so that a tile's pooling windows sit where the whole image's do;
 * ``min_tile`` (default 0): the smallest tile the model computes faithfully (AGDN: its 96-pixel attention window);
 * ``receptive_radius`` (default None = unbounded or unknown): lets ``band = R`` when ``overlap // 4 < R``;
-* ``bytes_per_lr_pixel``: overrides the measured activation memory (for backends the probe cannot follow);
-* ``memory_safety_factor``: overrides :data:`MEMORY_SAFETY_FACTOR` (the fast engine keeps freed memory in its heap).
+* ``min_size`` and ``size_multiple``: the padding above; ``exact``: whether the guarantee above holds.
+
+Two memory overrides stay plain attributes of a model or engine: ``bytes_per_lr_pixel`` (replaces the measured
+activation memory, for backends the probe cannot follow) and ``memory_safety_factor`` (replaces
+:data:`MEMORY_SAFETY_FACTOR`; the fast engine keeps freed memory in its heap).
 
 What each zoo model needs (measured in ``tests/test_infer.py``; the minimum is over the 14 Set14 images with 64-pixel
 tiles and a 16-pixel overlap, the tiled output against the whole-image output, in [0,1] units):
@@ -30,16 +34,17 @@ tiles and a 16-pixel overlap, the tiled output against the whole-image output, i
 =========== ================================ ========================================================== ============
 model       declaration                      why                                                        Set14 min
 =========== ================================ ========================================================== ============
-span        ``receptive_radius = 21``        21 zero-padded 3x3 convs at LR resolution, no stride        exact
-rlfn,       ``tile_multiple = 6``            ESA: stride-2 unpadded conv, max-pool 7/3 (period 6); the   47.6, 50.6,
+span        ``receptive_radius=21``,         21 zero-padded 3x3 convs at LR resolution, no stride        exact
+            ``exact=True``
+rlfn,       ``stride_period=6``              ESA: stride-2 unpadded conv, max-pool 7/3 (period 6); the   47.6, 50.6,
 lsanet,                                      bilinear resize back is given the *size*, so its sampling   47.3 dB
 ifadnet                                      positions depend on the whole feature size: never exact
-mdrn_s,     ``tile_multiple = 6``            MDSA: stride-2 BSConvU, pools/local variance at stride 3;   50.3,
+mdrn_s,     ``stride_period=6``              MDSA: stride-2 BSConvU, pools/local variance at stride 3;   50.3,
 mdrn                                         CCA: channel mean/std over the whole image                  48.6 dB
-msn         ``tile_multiple = 12``           stride 2 in both separable halves (1/4 resolution), then 3  49.6 dB
-agdn        ``tile_multiple = 6``,           MVSA as MDRN; RCCA global statistics; TLC attention on       47.3 dB
-            ``min_tile = 96``                96-pixel windows placed by the image size (AGDN.md 3.6)
-safmnpp     ``tile_multiple = 8``            adaptive max-pool to (h//8, w//8) then x8 bilinear: local    47.1 dB
+msn         ``stride_period=12``             stride 2 in both separable halves (1/4 resolution), then 3  49.6 dB
+agdn        ``stride_period=6``,             MVSA as MDRN; RCCA global statistics; TLC attention on       47.3 dB
+            ``min_tile=96``                  96-pixel windows placed by the image size (AGDN.md 3.6)
+safmnpp     ``stride_period=8``              adaptive max-pool to (h//8, w//8) then x8 bilinear: local    47.1 dB
                                              with period 8 for sizes that are multiples of 8, but with a
                                              receptive radius of ~150 LR pixels: not exact in practice
 =========== ================================ ========================================================== ============
@@ -65,6 +70,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .imageio import GRAY_WEIGHTS, Image
+from .tiling import TilingSpec, tiling_of
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +99,8 @@ TileCallback = Callable[[int, int], None]
 
 
 def model_scale(model: nn.Module) -> int:
-    return int(getattr(model, "scale", 4))
-
-
-def _model_min_size(model: nn.Module) -> int:
-    return int(getattr(model, "min_size", 1))
-
-
-def _model_multiple(model: nn.Module) -> int:
-    return max(1, int(getattr(model, "tile_multiple", 1) or 1))
-
-
-def _model_min_tile(model: nn.Module) -> int:
-    return int(getattr(model, "min_tile", 0) or 0)
+    """The model's scale factor, from its :class:`~effsr.tiling.TilingSpec`."""
+    return tiling_of(model).scale
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -196,7 +191,7 @@ def bytes_per_lr_pixel(model: nn.Module, *, device: torch.device | str = "cpu", 
     key = (str(torch.device(device)), str(dtype), channels)
     cache = _MEMORY_CACHE.setdefault(inner, {})
     if key not in cache:
-        size = max(_PROBE_SIZE, _model_min_size(inner))
+        size = max(tiling_of(inner).padded_size(_PROBE_SIZE, _PROBE_SIZE))
         probe = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
         try:
             tracker = _PeakTensorMemory()
@@ -222,7 +217,8 @@ def auto_tile_size(model: nn.Module, lr: torch.Tensor, *, max_memory: int | str 
     """
     budget = parse_memory_size(max_memory) or DEFAULT_MAX_MEMORY
     n, c, h, w = lr.shape
-    s = model_scale(model)
+    spec = tiling_of(model)
+    s = spec.scale
     if getattr(model, "bytes_per_lr_pixel", None) is None and \
             n * h * w * CONSERVATIVE_BYTES_PER_LR_PIXEL * MEMORY_SAFETY_FACTOR <= budget:
         return 0  # fits even at the conservative rate: no need to measure (benchmark-sized images)
@@ -233,7 +229,7 @@ def auto_tile_size(model: nn.Module, lr: torch.Tensor, *, max_memory: int | str 
         return 0
     resident = n * c * h * w * s * s * 4 + lr.numel() * lr.element_size()
     per_tile_px = n * per_px + s * s * 4  # + the HR weight map of the tile
-    smallest = max(MIN_AUTO_TILE, 4 * tile_overlap, _model_min_size(model), _model_min_tile(model))
+    smallest = max(MIN_AUTO_TILE, 4 * tile_overlap, spec.min_size, spec.min_tile)
     room = budget - resident
     tile = int(math.sqrt(room / per_tile_px)) if room > 0 else 0
     if tile < smallest:
@@ -337,14 +333,14 @@ def _axis_weight(seg: tuple[int, int], length: int, scale: int, band: int, ramp:
 # Forward.
 
 
-def _forward_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One forward; an input smaller than ``model.min_size`` is edge-padded bottom/right and the output cropped."""
-    min_size = _model_min_size(model)
+def _forward_padded(model: nn.Module, x: torch.Tensor, spec: TilingSpec) -> torch.Tensor:
+    """One forward; an input below the spec's minimum size or off its size multiple is edge-padded bottom/right and
+    the output cropped."""
     h, w = x.shape[-2:]
-    ph, pw = max(0, min_size - h), max(0, min_size - w)
+    ph, pw = (p - q for p, q in zip(spec.padded_size(h, w), (h, w), strict=True))
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if (ph or pw) else x
     sr = model(xp)
-    s = model_scale(model)
+    s = spec.scale
     return sr[..., : h * s, : w * s]
 
 
@@ -374,26 +370,25 @@ def upscale(
         tile = auto_tile_size(model, lr, max_memory=max_memory, tile_overlap=tile_overlap)
     if tile < 0:
         raise ValueError(f"tile must be >= 0 (0: whole image), got {tile}")
-    multiple = _model_multiple(model)
+    spec = tiling_of(model)
     if tile:
         # A model whose attention works on fixed windows (AGDN: 96) computes something else on smaller tiles.
-        tile = max(tile, _model_min_tile(model))
+        tile = max(tile, spec.min_tile)
     if tile == 0 or (tile >= h and tile >= w):
-        sr = _forward_padded(model, lr)
+        sr = _forward_padded(model, lr, spec)
         if on_tile is not None:
             on_tile(1, 1)
         return sr
 
-    grid = plan_tiles(h, w, tile, tile_overlap, multiple=multiple,
-                      receptive_radius=getattr(model, "receptive_radius", None))
-    s = model_scale(model)
+    grid = plan_tiles(h, w, tile, tile_overlap, multiple=spec.stride_period, receptive_radius=spec.receptive_radius)
+    s = spec.scale
     wrows = [_axis_weight(seg, h, s, grid.band, grid.ramp).to(lr.device) for seg in grid.rows]
     wcols = [_axis_weight(seg, w, s, grid.band, grid.ramp).to(lr.device) for seg in grid.cols]
     out: torch.Tensor | None = None
     done = 0
     for (y0, y1), wy in zip(grid.rows, wrows, strict=True):
         for (x0, x1), wx in zip(grid.cols, wcols, strict=True):
-            y = _forward_padded(model, lr[:, :, y0:y1, x0:x1].contiguous())
+            y = _forward_padded(model, lr[:, :, y0:y1, x0:x1].contiguous(), spec)
             if out is None:
                 out = torch.zeros((n, y.shape[1], h * s, w * s), dtype=torch.float32, device=lr.device)
             y = y.float() if y.dtype != torch.float32 else y
@@ -434,9 +429,7 @@ class _ChannelAdapter(nn.Module):
         super().__init__()
         self.model = model
         self.weights = weights
-        for attr in ("scale", "min_size", "tile_multiple", "min_tile", "receptive_radius"):
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
+        self.tiling = tiling_of(model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.model(x.expand(-1, 3, -1, -1).contiguous())
@@ -559,9 +552,9 @@ def prepare_model(
 
     ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). ``precision`` ("fp32",
     "fp16", "bf16"; see :data:`effsr.deploy.engine.LOW_PRECISION_TOLERANCE` for the tolerances of the last two) and
-    ``compile`` (``torch.compile`` the fast graph) go to the engine. A returned wrapper must
-    keep the attributes ``upscale`` reads from the model: ``scale``, ``min_size``, ``tile_multiple``, ``min_tile``,
-    ``receptive_radius``, and may set ``bytes_per_lr_pixel`` when its memory differs from the eager forward's.
+    ``compile`` (``torch.compile`` the fast graph) go to the engine. A returned wrapper carries the model's
+    :class:`~effsr.tiling.TilingSpec` whole (``tiling``), and may set ``bytes_per_lr_pixel`` when its memory differs
+    from the eager forward's.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")

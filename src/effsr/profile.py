@@ -50,6 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .tiling import tiling_of
+
 # The NTIRE harnesses (2022-2024) measure complexity at an LR input of 1x3x256x256 (test_demo.py ``input_dim``).
 NTIRE_LR_SIZE: tuple[int, int] = (256, 256)
 
@@ -267,7 +269,7 @@ def _lr_input(lr_size: tuple[int, int], device: torch.device, seed: int = 0) -> 
 
 
 def _check_size(model: nn.Module, lr_size: tuple[int, int]) -> None:
-    min_size = int(getattr(model, "min_size", 1))
+    min_size = tiling_of(model).min_size
     if min(lr_size) < min_size:
         raise ValueError(f"LR size {lr_size[0]}x{lr_size[1]} is below this model's minimum {min_size}x{min_size}")
 

@@ -60,7 +60,7 @@ def test_parameter_count_and_attributes(model: AGDN) -> None:
     assert sum(p.numel() for p in model.parameters()) == 69_272  # spec section 1, factsheet 0.069 M
     assert sum(p.numel() for p in agdn().parameters()) == 69_272
     assert model.scale == 4
-    assert AGDN.min_size == 15
+    assert model.tiling.min_size == 15
     assert model.tlc is True
     assert not any("mean" in k for k in model.state_dict())  # plain attribute, not a buffer (pitfall 5)
 

@@ -104,7 +104,7 @@ def test_strict_loading(name: str, official, weights_dir: Path) -> None:
     for model in (_official(name, official, weights_dir), effsr.load(name, path), effsr.load(weights=path)):
         assert isinstance(model, CLASSES[name])
         assert model.deploy is True
-        assert model.scale == 4 and model.min_size == 15
+        assert model.scale == 4 and model.tiling.min_size == 15
         assert list(model.state_dict()) == list(sd)
         for k, v in model.state_dict().items():
             assert torch.equal(v, sd[k]), k

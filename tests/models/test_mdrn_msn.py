@@ -86,7 +86,8 @@ def test_widths_and_defaults() -> None:
     assert effsr.build_model("mdrn_s").fea_conv.out_channels == 28  # not the official class default 56 (pitfall 2)
     assert effsr.build_model("mdrn").fea_conv.out_channels == 56
     assert effsr.build_model("msn").fea_conv.out_channels == 28
-    assert MDRN.min_size == 15 and MSN.min_size == 29  # specs/README.md pitfall 17
+    # Minimum LR sizes (../shared/specs/README.md section 5).
+    assert effsr.build_model("mdrn_s").tiling.min_size == 15 and effsr.build_model("msn").tiling.min_size == 29
     # The mean is a plain tensor, never a state_dict entry (pitfall 5).
     assert not any("mean" in k for k in effsr.build_model("mdrn_s").state_dict())
 
@@ -98,7 +99,7 @@ def test_strict_load_and_forward_at_min_size(name, load_kwargs, file, wrapper, k
     assert model.scale == kwargs["scale"]
     assert model.fea_conv.out_channels == kwargs["num_features"]
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    n = type(model).min_size
+    n = model.tiling.min_size
     with torch.inference_mode():
         y = model(torch.rand(1, 3, n, n + 1, generator=torch.Generator().manual_seed(0)))
     s = kwargs["scale"]

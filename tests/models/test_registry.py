@@ -74,10 +74,11 @@ def test_detect_architecture_of_every_file(record, weights_dir: Path) -> None:
 def test_min_size_declared() -> None:
     for name in SEED_AND_REFERENCE:
         model = effsr.build_model(name)
-        assert isinstance(model.min_size, int) and model.min_size >= 1
-        assert isinstance(model.scale, int)
-        x = torch.rand(1, 3, model.min_size, model.min_size)
+        spec = model.tiling  # effsr.tiling.TilingSpec, declared by the architecture
+        assert isinstance(spec.min_size, int) and spec.min_size >= 1
+        assert isinstance(model.scale, int) and spec.scale == model.scale
+        x = torch.rand(1, 3, spec.min_size, spec.min_size)
         model.eval()
         with torch.no_grad():
             y = model(x)
-        assert y.shape == (1, 3, model.min_size * model.scale, model.min_size * model.scale)
+        assert y.shape == (1, 3, spec.min_size * model.scale, spec.min_size * model.scale)

@@ -144,7 +144,7 @@ def test_min_size_forward(name: str) -> None:
     """The smallest declared LR size runs, and the output is scale x larger."""
     torch.manual_seed(0)
     model = effsr.build_model(name).eval()
-    s = model.min_size
+    s = model.tiling.min_size
     with torch.inference_mode():
         y = model(torch.rand(2, 3, s, s + 1))
     assert tuple(y.shape) == (2, 3, 4 * s, 4 * (s + 1))

@@ -133,6 +133,7 @@ def profile_cmd(
 
     from ..models import get_spec, list_models
     from ..profile import lr_images, ntire2024_score, profile_model
+    from ..tiling import tiling_of
 
     size = parse_lr_size(lr_size)
     _check_device(device)
@@ -150,7 +151,7 @@ def profile_cmd(
             raise typer.BadParameter("give --model NAME and/or --weights FILE, or --all-models")
         net = effsr.load(model, weights, device=device)
         name = get_spec(model).name if model else Path(weights).stem  # type: ignore[arg-type]
-        min_size = int(getattr(net, "min_size", 1))
+        min_size = tiling_of(net).min_size
         if min(size) < min_size:
             raise typer.BadParameter(f"--lr-size {lr_size} is below {name}'s minimum LR size {min_size}x{min_size}")
         payload = profile_model(net, name, lr_size=size, runs=runs, warmup=warmup, ntire_dir=ntire).to_json()
@@ -162,8 +163,7 @@ def profile_cmd(
     if model is not None or weights is not None:
         raise typer.BadParameter("--all-models profiles every zoo model; drop --model/--weights")
     names = [n for n in list_models() if get_spec(n).weights]
-    min_sizes = {n: int(getattr(get_spec(n).builder(**dict(get_spec(n).weights[0].kwargs)), "min_size", 1))
-                 for n in names}
+    min_sizes = {n: tiling_of(get_spec(n).builder(**dict(get_spec(n).weights[0].kwargs))).min_size for n in names}
     too_small = [n for n, m in min_sizes.items() if min(size) < m]
     if too_small:
         raise typer.BadParameter(f"--lr-size {lr_size} is below the minimum LR size of {', '.join(too_small)}")

@@ -1,7 +1,7 @@
 """The inference engine: ``prepare(model, backend)`` turns any effsr model into a fast, callable deploy module.
 
-Three backends share one contract (float RGB NCHW in [0,1] in and out, ``scale`` and ``min_size`` attributes, any
-input size):
+Three backends share one contract (float RGB NCHW in [0,1] in and out, the model's
+:class:`~effsr.tiling.TilingSpec` carried whole as ``tiling``, any input size):
 
 * ``eager``: the plain PyTorch forward, as the authors run it (eval mode, ``torch.inference_mode``).
 * ``fast``: effsr's fastest exact PyTorch path (the default). The model is re-parameterized, traced with
@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..tiling import tiling_of
 from . import native as _native
 from .onnx import single_thread
 from .reparam import reparameterize_model
@@ -73,8 +74,6 @@ from .reparam import reparameterize_model
 log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "fast", "onnxruntime")
-# Attributes the tiler (effsr.infer) reads from a model: every engine copies them from the model it wraps.
-MODEL_ATTRIBUTES = ("scale", "min_size", "tile_multiple", "receptive_radius")
 # Issue 4 item 1: every fp32 fast path equals the eager forward within 5e-4 in [0,1] units (1/8 of an 8-bit level).
 FP32_TOLERANCE = 5e-4
 # Lower precisions: bound on the max abs error against the float32 eager forward, in [0,1] units. Measured on Set5
@@ -103,8 +102,8 @@ def prepare(
     """Return ``model`` ready for inference with ``backend`` on ``device``.
 
     The result is a callable ``nn.Module`` with the model's contract (float RGB NCHW in [0,1] in and out, any input
-    size at least ``min_size``) and the attributes ``scale``, ``min_size`` (and ``tile_multiple``,
-    ``receptive_radius`` where the model declares them). ``model`` itself is never modified.
+    size at least its minimum size) that carries the model's :class:`~effsr.tiling.TilingSpec` whole (``tiling``).
+    ``model`` itself is never modified.
 
     - ``threads``: CPU intra-op threads (``torch.set_num_threads`` is process-wide; onnxruntime gets its own pool).
     - ``dtype``: compute precision; ``None`` is float32. ``torch.float16`` / ``torch.bfloat16`` run the network in
@@ -194,19 +193,19 @@ _MALLOC_STATE: dict[str, bool | None] = {"tuned": None}
 
 
 class Engine(nn.Module):
-    """Base of the backends: copies the model's tiler attributes, moves/casts the input, runs without autograd."""
+    """Base of the backends: carries the model's tiling spec, moves/casts the input, runs without autograd."""
 
     backend = "?"
 
     def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
-        for attr in MODEL_ATTRIBUTES:
-            if hasattr(model, attr):
-                setattr(self, attr, getattr(model, attr))
-        self.scale = int(getattr(model, "scale", 4))
-        self.min_size = int(getattr(model, "min_size", 1))
+        self.tiling = tiling_of(model)
         self.device = device
         self.dtype = dtype
+
+    @property
+    def scale(self) -> int:
+        return self.tiling.scale
 
     def run(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -245,7 +244,7 @@ class FastEngine(Engine):
     def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype,
                  example_size: tuple[int, int] = (64, 64), compile: bool = False, verify: bool = True) -> None:
         super().__init__(model, device=device, dtype=dtype)
-        h, w = (max(int(s), self.min_size) for s in example_size)
+        h, w = self.tiling.padded_size(*(int(s) for s in example_size))
         base = reparameterize_model(model).eval().requires_grad_(False).to(device=device, dtype=torch.float32)
         _cast_plain_tensors(base, device, torch.float32)
         example = example_image(_input_channels(base), h, w).to(device)
@@ -1626,7 +1625,7 @@ class OnnxRuntimeEngine(Engine):
         self.model = onnx_export._deploy_copy(model)
         self.threads = threads or torch.get_num_threads()
         self._sessions: dict[tuple[int, ...] | None, Any] = {}
-        h, w = (max(int(s), self.min_size) for s in example_size)
+        h, w = self.tiling.padded_size(*(int(s) for s in example_size))
         data = onnx_export.dynamic_onnx_bytes(self.model, (h, w))
         self.dynamic = data is not None
         if data is not None:

@@ -37,12 +37,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..tiling import TilingSpec, tiling_of
 from .reparam import reparameterize_model
 
 DEFAULT_OPSET = 17
 # Issue 4 item 4: onnxruntime must reproduce PyTorch within 5e-4 in [0,1] units.
 ONNX_TOLERANCE = 5e-4
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+# The metadata key under which an exported file carries the model's TilingSpec (JSON), so that it keeps its scale,
+# size and tiling requirements wherever it is deployed.
+TILING_METADATA_KEY = "effsr.tiling"
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,9 @@ def export_onnx(
     """
     net = _deploy_copy(model)
     name = type(model).__name__
-    min_size = int(getattr(model, "min_size", 1))
-    h, w = (max(int(s), min_size) for s in example_size)
-    second = second_size or second_check_size((h, w), min_size)
+    spec = tiling_of(model)
+    h, w = spec.padded_size(*(int(s) for s in example_size))
+    second = second_size or second_check_size((h, w), spec)
     channels = _input_channels(net)
     shape = (1, channels, h, w)
     notes: list[str] = []
@@ -155,26 +159,28 @@ def export_onnx(
                         checks=tuple(checks), tolerance=tolerance, notes=tuple(notes), file_bytes=nbytes)
 
 
-def second_check_size(example_size: tuple[int, int], min_size: int = 1) -> tuple[int, int]:
-    """The second verification size: larger than AGDN's 96-pixel TLC window, odd and non-square, so that graphs
-    which depend on the input size are caught: (H + 45, W + 61) for the default 64 x 64 -> 109 x 125."""
+def second_check_size(example_size: tuple[int, int], spec: TilingSpec | None = None) -> tuple[int, int]:
+    """The second verification size: odd, non-square and larger than AGDN's 96-pixel TLC window (and than the
+    spec's minimum tile, which is that window), so that graphs which depend on the input size are caught:
+    (H + 45, W + 61) for the default 64 x 64 -> 109 x 125, padded to what ``spec`` requires."""
+    spec = spec or TilingSpec(scale=1)
     h, w = example_size
-    return max(h + 45, min_size), max(w + 61, min_size)
+    return spec.padded_size(max(h + 45, spec.min_tile + 1), max(w + 61, spec.min_tile + 17))
 
 
 def dynamic_onnx_bytes(model: nn.Module, example_size: tuple[int, int] = (64, 64),
                        opset: int = DEFAULT_OPSET) -> bytes | None:
     """A dynamic-size export of ``model`` if it reproduces the model at a second size (see the module docstring),
     else None. ``model`` should already be in deploy form (CPU, float32, eval)."""
-    min_size = int(getattr(model, "min_size", 1))
-    h, w = (max(int(s), min_size) for s in example_size)
+    spec = tiling_of(model)
+    h, w = spec.padded_size(*(int(s) for s in example_size))
     channels = _input_channels(model)
     data = export_onnx_bytes(model, example_shape=(1, channels, h, w), dynamic=True, opset=opset)
     if data is None:
         return None
     session = make_session(data, threads=None)
     try:
-        ok = _compare(model, session, second_check_size((h, w), min_size), channels) <= ONNX_TOLERANCE
+        ok = _compare(model, session, second_check_size((h, w), spec), channels) <= ONNX_TOLERANCE
     except Exception:
         ok = False
     return data if ok else None
@@ -182,9 +188,11 @@ def dynamic_onnx_bytes(model: nn.Module, example_size: tuple[int, int] = (64, 64
 
 def supported_shapes_text(model: nn.Module, dynamic: bool, size: tuple[int, int], channels: int = 3) -> str:
     """A sentence for the CLI and docs: which input shapes the exported file takes."""
-    min_size = int(getattr(model, "min_size", 1))
+    spec = tiling_of(model)
     if dynamic:
-        return f"any N x {channels} x H x W with H, W >= {min_size} (dynamic batch, height and width)"
+        multiple = f", multiples of {spec.size_multiple}" if spec.size_multiple > 1 else ""
+        return (f"any N x {channels} x H x W with H, W >= {spec.min_size}{multiple} (dynamic batch, height and "
+                f"width)")
     text = f"exactly 1 x {channels} x {size[0]} x {size[1]} (static: export again for another size)"
     window = _tlc_window(model)
     if window:
@@ -204,7 +212,9 @@ def export_onnx_bytes(
     opset: int = DEFAULT_OPSET,
     return_warnings: bool = False,
 ) -> Any:
-    """The ONNX bytes of ``model`` traced at ``example_shape`` (``None`` if the exporter fails).
+    """The ONNX bytes of ``model`` traced at ``example_shape`` (``None`` if the exporter fails), with the model's
+    :class:`~effsr.tiling.TilingSpec` in the file's metadata (:data:`TILING_METADATA_KEY`, read back by
+    :func:`onnx_tiling`).
 
     With ``return_warnings`` returns ``(bytes | None, [tracer warnings or the error])``.
     """
@@ -223,7 +233,7 @@ def export_onnx_bytes(
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamic_axes=axes if dynamic else None,
                               do_constant_folding=True)
-            data = buf.getvalue()
+            data = _with_tiling_metadata(buf.getvalue(), tiling_of(model))
         except Exception as exc:
             messages.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     for w in caught:
@@ -249,7 +259,26 @@ def make_session(data: bytes, *, threads: int | None, device: torch.device | str
     return ort.InferenceSession(data, opts, providers=providers)
 
 
+def onnx_tiling(data: bytes | str | os.PathLike[str]) -> TilingSpec | None:
+    """The :class:`~effsr.tiling.TilingSpec` an effsr export carries (file bytes or a path), else None."""
+    import onnx
+
+    proto = onnx.load_model_from_string(data) if isinstance(data, bytes) else onnx.load(os.fspath(data))
+    for prop in proto.metadata_props:
+        if prop.key == TILING_METADATA_KEY:
+            return TilingSpec.from_json(prop.value)
+    return None
+
+
 # ---- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _with_tiling_metadata(data: bytes, spec: TilingSpec) -> bytes:
+    import onnx
+
+    proto = onnx.load_model_from_string(data)
+    onnx.helper.set_model_props(proto, {TILING_METADATA_KEY: spec.to_json()})
+    return proto.SerializeToString()
 
 
 def _deploy_copy(model: nn.Module) -> nn.Module:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, StateDict, register_model
 from .blocks import CCA, BSConvU, PixelShuffleUpsampler, local_variance, rgb_mean_tensor
@@ -293,13 +294,6 @@ class AGDN(nn.Module):
     model with ``model.tlc = False`` or ``model.set_tlc(False)``. Training mode always uses global attention.
     """
 
-    # Below 15x15 a reflect pad inside the ESA is larger than its input (specs/README.md pitfall 17).
-    min_size: int = 15
-    # Tiling (effsr.infer): MVSA stride 2 x pools stride 3 (period 6); tiles no smaller than the TLC
-    # attention window (96, specs/AGDN.md section 3.6) so each tile attends like the whole image.
-    tile_multiple: int = 6
-    min_tile: int = 96
-
     def __init__(
         self,
         *,
@@ -318,6 +312,10 @@ class AGDN(nn.Module):
         if tlc_window < 1:
             raise ValueError(f"tlc_window must be positive, got {tlc_window}")
         self.scale = int(scale)
+        # Below 15x15 a reflect pad inside the ESA is larger than its input (../shared/specs/README.md section 5).
+        # MVSA: stride 2 then pools at stride 3 (period 6). Tiles no smaller than the TLC attention window
+        # (specs/AGDN.md section 3.6), so that each tile attends like the whole image.
+        self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6, min_tile=tlc_window)
         self.num_blocks = num_blocks
         # Plain attribute, not a buffer: it must stay out of the state_dict (pitfall 5).
         self.mean = rgb_mean_tensor()

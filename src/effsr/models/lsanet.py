@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, StateDict, register_model
 from .blocks import ESA, BSConvU, RepBlock, UpsampleOneStep, rgb_mean_tensor
@@ -64,11 +65,6 @@ class LSANet(nn.Module):
     Input and output are float RGB in [0, 1]; no clamping inside.
     """
 
-    # specs/README.md pitfall 17: the ESA's stride-2 valid conv followed by a 7x7 max-pool needs LR >= 15x15.
-    min_size: int = 15
-    # Tiling (effsr.infer): ESA's stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
-    tile_multiple: int = 6
-
     def __init__(
         self,
         *,
@@ -83,6 +79,9 @@ class LSANet(nn.Module):
         if in_channels != 3 or out_channels != 3:
             raise ValueError("LSANet's mean shift is defined for RGB: in_channels and out_channels must be 3")
         self.scale = int(scale)
+        # The ESA's stride-2 valid conv followed by a 7x7 max-pool needs LR >= 15x15 (../shared/specs/README.md
+        # section 5); the stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
+        self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
         self.deploy = deploy
         # Plain tensor, not a buffer: the official state_dict has no mean entry (pitfall 5).

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
 from .blocks import ECCA, BSConvU, UpsampleOneStep, local_variance, rgb_mean_tensor
@@ -132,14 +133,12 @@ class MDRN(nn.Module):
     Input and output are float RGB in [0,1]; the mean shift is internal. No clamping.
     """
 
-    # specs/README.md pitfall 17: the stride-2 ESA branch, its pools and reflect pads underflow below 15x15.
-    min_size: int = 15
-    # Tiling (effsr.infer): MDSA's stride-2 BSConvU then stride-3 pools/local variance: period 6.
-    tile_multiple: int = 6
-
     def __init__(self, *, scale: int = 4, num_features: int = _MDRN_FEATURES, num_blocks: int = 8) -> None:
         super().__init__()
         self.scale = int(scale)
+        # The stride-2 ESA branch, its pools and reflect pads underflow below 15x15 (../shared/specs/README.md
+        # section 5); MDSA's stride-2 BSConvU then stride-3 pools and local variance repeat every 6 LR pixels.
+        self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
         # Plain tensor, not a buffer: it is no state_dict entry (pitfall 5). Moved to the input's device in forward.
         self.mean = rgb_mean_tensor()

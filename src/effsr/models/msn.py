@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
 from .blocks import ECCA, UpsampleOneStep, local_variance, rgb_mean_tensor
@@ -168,14 +169,12 @@ class MSN(nn.Module):
     Input and output are float RGB in [0,1]; the mean shift is internal. No clamping.
     """
 
-    # specs/README.md pitfall 17: the ESA down-samples by 4 before pooling; below 29x29 a reflect pad underflows.
-    min_size: int = 29
-    # Tiling (effsr.infer): stride 2 in both separable halves (1/4 resolution), then stride 3: period 12.
-    tile_multiple: int = 12
-
     def __init__(self, *, scale: int = 4, num_features: int = 28, num_blocks: int = 8) -> None:
         super().__init__()
         self.scale = int(scale)
+        # The ESA down-samples by 4 before pooling: below 29x29 a reflect pad underflows (../shared/specs/README.md
+        # section 5). Stride 2 in both separable halves (1/4 resolution), then stride 3: a period of 12 LR pixels.
+        self.tiling = TilingSpec(scale=self.scale, min_size=29, stride_period=12)
         self.num_blocks = num_blocks
         # Plain tensor, not a buffer (pitfall 5); moved to the input's device in forward.
         self.mean = rgb_mean_tensor()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
 from .blocks import ESA, PixelShuffleUpsampler
@@ -63,11 +64,6 @@ class RLFN(nn.Module):
     Input and output are float RGB in [0,1]; the 0..255 scaling is internal. No clamping.
     """
 
-    # specs/README.md pitfall 17: the ESA's stride-2 conv and 7x7 pool underflow below 15x15.
-    min_size: int = 15
-    # Tiling (effsr.infer): ESA's stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
-    tile_multiple: int = 6
-
     def __init__(
         self,
         *,
@@ -81,6 +77,9 @@ class RLFN(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = int(scale)
+        # Below 15x15 the ESA's stride-2 conv and 7x7 max-pool underflow (../shared/specs/README.md section 5);
+        # its stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
+        self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
         self.conv_1 = nn.Conv2d(in_channels, num_features, 3, padding=1)
         # Attributes block_1..block_N, not a ModuleList: the official keys read ``block_<i>.*`` (pitfall 4).

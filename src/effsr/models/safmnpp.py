@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
 
@@ -88,11 +89,6 @@ class SAFMNPP(nn.Module):
     Input and output are float RGB in [0,1]. No clamping.
     """
 
-    # specs/SAFMNPP.md section 1: the h//8 x w//8 adaptive pool needs at least 8x8.
-    min_size: int = 8
-    # Tiling (effsr.infer): the adaptive max-pool to (h // 8, w // 8) works on an 8-pixel grid.
-    tile_multiple: int = 8
-
     def __init__(
         self,
         *,
@@ -107,6 +103,8 @@ class SAFMNPP(nn.Module):
         if out_channels != in_channels:
             raise ValueError("SAFMN++ adds the upscaled input to its output: in_channels must equal out_channels")
         self.scale = int(scale)
+        # The h//8 x w//8 adaptive pool needs at least 8x8 (specs/SAFMNPP.md section 1) and works on an 8-pixel grid.
+        self.tiling = TilingSpec(scale=self.scale, min_size=8, stride_period=8)
         self.to_feat = nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False)
         self.feats = nn.Sequential(*[AttBlock(num_features, ffn_scale) for _ in range(num_blocks)])
         self.to_img = nn.Sequential(

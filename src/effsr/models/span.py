@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
 from .blocks import DIV2K_RGB_MEAN, PixelShuffleUpsampler, rgb_mean_tensor
@@ -71,11 +72,6 @@ class SPAN(nn.Module):
     (specs/README.md pitfall 6): the trained network emits [0,1] values directly. No clamping.
     """
 
-    # Only zero-padded convolutions: any input size works (not listed in specs/README.md pitfall 17).
-    min_size: int = 1
-    # Tiling (effsr.infer): purely local, 21 zero-padded 3x3 convs at LR resolution (specs/SPAN.md section 3).
-    receptive_radius: int = 21
-
     def __init__(
         self,
         *,
@@ -89,6 +85,10 @@ class SPAN(nn.Module):
         if num_blocks < 1:
             raise ValueError("SPAN needs at least one block")
         self.scale = int(scale)
+        # Only zero-padded convolutions: any input size works. Purely local: conv_1, three 3x3 convs per block,
+        # conv_2 and the upsampler's conv, all 3x3 at LR resolution (21 for the 6 blocks of specs/SPAN.md section 3),
+        # so tiles are exact once their seam band covers that radius.
+        self.tiling = TilingSpec(scale=self.scale, receptive_radius=3 * num_blocks + 3, exact=True)
         self.num_blocks = num_blocks
         # Plain tensor attribute, not a buffer: the official state_dict has no mean (pitfall 5).
         self.rgb_mean = rgb_mean_tensor(DIV2K_RGB_MEAN)

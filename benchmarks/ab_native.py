@@ -18,8 +18,9 @@ import time
 import torch
 
 import effsr
-from effsr.deploy import engine as E
-from effsr.deploy import native
+from effsr.deploy import build_deploy_graph, native
+from effsr.deploy.checks import example_image
+from effsr.runtime import tune_glibc_malloc
 
 
 def main() -> None:
@@ -30,14 +31,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=21)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    E.tune_glibc_malloc()  # as prepare() does for the fast backend
+    tune_glibc_malloc()  # as prepare() does for the fast backend
     if native.library() is None:
         raise SystemExit(f"native kernels unavailable: {native.unavailable_reason()}")
     model = effsr.load(args.model).eval()
-    example = E.example_image(3, 64, 64).contiguous(memory_format=torch.channels_last)
-    graphs = {"oneDNN only": E.build_deploy_graph(model, example, native=False),
-              "native": E.build_deploy_graph(model, example, native=True)}
-    x = E.example_image(3, args.size, args.size)
+    example = example_image(3, 64, 64).contiguous(memory_format=torch.channels_last)
+    graphs = {"oneDNN only": build_deploy_graph(model, example, native=False),
+              "native": build_deploy_graph(model, example, native=True)}
+    x = example_image(3, args.size, args.size)
     xc = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         ref = model(x)

@@ -23,7 +23,7 @@ os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import torch  # noqa: E402
 
-from effsr.deploy.onnx import single_thread  # noqa: E402
+from effsr.runtime import single_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()

@@ -258,7 +258,7 @@ def test_precision_and_compile_flags(tmp_path: Path, runner: CliRunner, span) ->
     smooth = np.stack([yy * 8 + 20, xx * 6 + 30, (yy + xx) * 4 + 10], axis=-1).clip(0, 255).astype(np.uint8)
     good = _good(tmp_path / "a.png", smooth)
     reference = tensor_to_uint8(upscale(span, uint8_to_tensor(smooth))).astype(np.int16)
-    # bfloat16 keeps 8 bits of mantissa: effsr.deploy.engine.LOW_PRECISION_TOLERANCE allows 6e-2 (15 levels).
+    # bfloat16 keeps 8 bits of mantissa: effsr.deploy.LOW_PRECISION_TOLERANCE allows 6e-2 (15 levels).
     result = _run(runner, good, "-o", tmp_path / "bf16", *MODEL, "--precision", "bf16")
     assert result.exit_code == 0, result.output
     bf16 = read_rgb_uint8(tmp_path / "bf16" / "a.png").astype(np.int16)

@@ -1,4 +1,4 @@
-"""effsr.deploy.engine: every backend reproduces the eager forward; every graph rewrite is an identity.
+"""effsr.deploy (backends, graph passes): every backend reproduces the eager forward; every rewrite is an identity.
 
 Issue 4 item 1: the fast path (float32) equals the plain eager forward within 5e-4 in [0,1] units for every zoo model
 with its official weights; lower precisions within their stated tolerances. Inputs are crops of real LR images
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import effsr
-from effsr.deploy import engine as E
+from effsr.deploy import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, build_deploy_graph, prepare
+from effsr.deploy.ops import FusedConv2d, channel_layer_norm_1e6, pixel_shuffle_nchw, window_variance
+from effsr.deploy.passes import trace_with_leaves
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.tiling import TilingSpec
 
@@ -47,18 +49,18 @@ def _max_err(a: nn.Module, b: nn.Module, inputs: list[torch.Tensor]) -> float:
 @pytest.mark.parametrize("name", ZOO)
 def test_fast_equals_eager_for_every_zoo_model(name: str, lr_image: torch.Tensor, weights_dir: Path) -> None:
     model = effsr.load(name)
-    fast = E.prepare(model, "fast", tune_malloc=False)
+    fast = prepare(model, "fast", tune_malloc=False)
     assert fast.fused, "the deploy graph fell back to the plain channels-last forward"
     assert fast.tiling == model.tiling and fast.scale == model.scale
     err = _max_err(model, fast, _crops(lr_image))
-    assert err <= E.FP32_TOLERANCE, f"{name}: fast differs from eager by {err:.2e}"
+    assert err <= FP32_TOLERANCE, f"{name}: fast differs from eager by {err:.2e}"
     # In practice the rewrites only reorder float sums: far below the contract (measured <= 4e-6).
     assert err <= 5e-5
 
 
 def test_eager_backend_is_the_model_itself(lr_image: torch.Tensor, weights_dir: Path) -> None:
     model = effsr.load("rlfn")
-    eager = E.prepare(model, "eager")
+    eager = prepare(model, "eager")
     x = _crops(lr_image)[0]
     with torch.inference_mode():
         assert torch.equal(eager(x), model(x))
@@ -66,7 +68,7 @@ def test_eager_backend_is_the_model_itself(lr_image: torch.Tensor, weights_dir: 
 
 def test_engine_contract_batch_layout_and_input_untouched(lr_image: torch.Tensor, weights_dir: Path) -> None:
     model = effsr.load("msn")
-    fast = E.prepare(model, "fast", tune_malloc=False)
+    fast = prepare(model, "fast", tune_malloc=False)
     a, b = (lr_image[:, :, :40, :48].contiguous(), lr_image[:, :, 40:80, :48].contiguous())
     batch = torch.cat([a, b])
     before = batch.clone()
@@ -75,7 +77,7 @@ def test_engine_contract_batch_layout_and_input_untouched(lr_image: torch.Tensor
         ref = torch.cat([model(a), model(b)])
     assert torch.equal(batch, before)
     assert y.dtype == torch.float32 and y.is_contiguous() and y.shape == (2, 3, 160, 192)
-    assert float((y - ref).abs().max()) <= E.FP32_TOLERANCE
+    assert float((y - ref).abs().max()) <= FP32_TOLERANCE
 
 
 @pytest.mark.parametrize(("name", "dtype"), [("lsanet", torch.bfloat16), ("msn", torch.bfloat16),
@@ -84,32 +86,32 @@ def test_low_precision_within_stated_tolerance(name: str, dtype: torch.dtype, lr
                                                weights_dir: Path) -> None:
     """The CPU code path of the CUDA precisions: bfloat16 / float16 compute, float32 out, within the stated bound."""
     model = effsr.load(name)
-    low = E.prepare(model, "fast", dtype=dtype, tune_malloc=False)
+    low = prepare(model, "fast", dtype=dtype, tune_malloc=False)
     x = _crops(lr_image)[1]
     with torch.inference_mode():
         y = low(x)
     assert y.dtype == torch.float32
     err = float((y - model(x)).abs().max())
-    assert err <= E.LOW_PRECISION_TOLERANCE[dtype], f"{name} {dtype}: {err:.2e}"
+    assert err <= LOW_PRECISION_TOLERANCE[dtype], f"{name} {dtype}: {err:.2e}"
 
 
 def test_compile_option_builds_without_running(weights_dir: Path) -> None:
     """torch.compile is lazy: the engine is built (unpacked weights, for inductor) without compiling anything."""
-    fast = E.prepare(effsr.load("rlfn"), "fast", compile=True, tune_malloc=False)
-    assert all(m.packed is None for m in fast.graph.modules() if isinstance(m, E.FusedConv2d))
+    fast = prepare(effsr.load("rlfn"), "fast", compile=True, tune_malloc=False)
+    assert all(m.packed is None for m in fast.graph.modules() if isinstance(m, FusedConv2d))
 
 
 def test_onnxruntime_backend_static_and_dynamic(lr_image: torch.Tensor, weights_dir: Path) -> None:
     pytest.importorskip("onnxruntime")
     rlfn = effsr.load("rlfn")
-    ort = E.prepare(rlfn, "onnxruntime", threads=1, example_size=(32, 40))
+    ort = prepare(rlfn, "onnxruntime", threads=1, example_size=(32, 40))
     assert ort.dynamic
-    assert _max_err(rlfn, ort, _crops(lr_image)[:2]) <= E.FP32_TOLERANCE
+    assert _max_err(rlfn, ort, _crops(lr_image)[:2]) <= FP32_TOLERANCE
     # AGDN's windowed attention depends on the input size: one static session per shape.
     agdn = effsr.load("agdn")
-    ort = E.prepare(agdn, "onnxruntime", threads=1, example_size=(32, 40))
+    ort = prepare(agdn, "onnxruntime", threads=1, example_size=(32, 40))
     assert not ort.dynamic
-    assert _max_err(agdn, ort, [_crops(lr_image)[0], lr_image[:, :, :100, :100].contiguous()]) <= E.FP32_TOLERANCE
+    assert _max_err(agdn, ort, [_crops(lr_image)[0], lr_image[:, :, :100, :100].contiguous()]) <= FP32_TOLERANCE
     assert len(ort._sessions) == 2
 
 
@@ -129,7 +131,7 @@ def test_untraceable_model_falls_back(caplog: pytest.LogCaptureFixture) -> None:
 
     model = DataDependent().eval()
     with caplog.at_level(logging.WARNING):
-        fast = E.prepare(model, "fast", tune_malloc=False)
+        fast = prepare(model, "fast", tune_malloc=False)
     assert not fast.fused and "graph rewrite failed" in caplog.text
     x = torch.rand(1, 3, 9, 11)
     assert _max_err(model, fast, [x]) <= 1e-5
@@ -138,21 +140,21 @@ def test_untraceable_model_falls_back(caplog: pytest.LogCaptureFixture) -> None:
 def test_rejects_bad_arguments() -> None:
     model = nn.Conv2d(3, 3, 1)
     with pytest.raises(ValueError, match="unknown backend"):
-        E.prepare(model, "tensorrt")
+        prepare(model, "tensorrt")
     with pytest.raises(ValueError, match="threads"):
-        E.prepare(model, "eager", threads=0)
+        prepare(model, "eager", threads=0)
     with pytest.raises(ValueError, match="dtype"):
-        E.prepare(model, "eager", dtype=torch.float64)
+        prepare(model, "eager", dtype=torch.float64)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            E.prepare(model, "fast", device="cuda")
+            prepare(model, "fast", device="cuda")
 
 
 # ---- each rewrite, on small random modules --------------------------------------------------------------------
 
 
 def _graph(module: nn.Module, x: torch.Tensor) -> nn.Module:
-    return E.build_deploy_graph(module.eval(), x)
+    return build_deploy_graph(module.eval(), x)
 
 
 def _check(module: nn.Module, shape: tuple[int, ...], tol: float = 2e-6, **expect: int) -> nn.Module:
@@ -164,7 +166,7 @@ def _check(module: nn.Module, shape: tuple[int, ...], tol: float = 2e-6, **expec
         got = gm(x.contiguous(memory_format=torch.channels_last))
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) <= tol * max(1.0, float(ref.abs().max()))
-    convs = [m for m in gm.modules() if isinstance(m, E.FusedConv2d)]
+    convs = [m for m in gm.modules() if isinstance(m, FusedConv2d)]
     if "convs" in expect:
         assert len(convs) == expect["convs"]
     return gm
@@ -184,7 +186,7 @@ class _SeparableReflect(nn.Module):
 def test_separable_reflect_depthwise_merges_into_one_conv() -> None:
     """MSN's kx1 + 1xk reflect-padded depth-wise pair == one reflect pad + kxk depth-wise conv."""
     gm = _check(_SeparableReflect(), (1, 4, 9, 13), convs=2)
-    dw = [m for m in gm.modules() if isinstance(m, E.FusedConv2d) and m.is_depthwise()]
+    dw = [m for m in gm.modules() if isinstance(m, FusedConv2d) and m.is_depthwise()]
     assert len(dw) == 1 and tuple(dw[0].weight.shape[2:]) == (3, 3) and dw[0].reflect_pad == (1, 1, 1, 1)
 
 
@@ -259,7 +261,7 @@ class _Residuals(nn.Module):
 
 def test_conv_add_and_activation_fusions() -> None:
     gm = _check(_Residuals(), (1, 6, 9, 10))
-    convs = [m for m in gm.modules() if isinstance(m, E.FusedConv2d)]
+    convs = [m for m in gm.modules() if isinstance(m, FusedConv2d)]
     assert sum(m.binary == "add" for m in convs) == 2
     assert {m.unary for m in convs} >= {"gelu", "leaky_relu", "relu", "sigmoid"}
 
@@ -293,18 +295,18 @@ class _GatedResidual46(nn.Module):
 
 def test_gate_fuses_into_the_conv_and_46_channel_maps_widen_to_48() -> None:
     gm = _check(_GatedResidual46(), (1, 3, 23, 29), convs=7)
-    shapes = sorted(tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, E.FusedConv2d))
+    shapes = sorted(tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, FusedConv2d))
     # head, c1, c5, a1 (composed with c5: it reads s), a2, a4, tail: every 46 became 48, with zero weights there.
     assert shapes == [(12, 48), (16, 16), (16, 48), (48, 3), (48, 16), (48, 48), (48, 48)]
-    gated = [m for m in gm.modules() if isinstance(m, E.FusedConv2d) and m.binary == "mul"]
+    gated = [m for m in gm.modules() if isinstance(m, FusedConv2d) and m.binary == "mul"]
     assert len(gated) == 1 and tuple(gated[0].weight.shape[2:]) == (1, 1)
     assert float(gated[0].weight[46:].abs().sum()) == 0.0 and float(gated[0].weight[:, 46:].abs().sum()) == 0.0
     assert not any(n.op == "call_method" and n.target in ("mul", "mul_") for n in gm.graph.nodes)
     # The unpacked path (CUDA, torch.compile) runs the same post-ops as separate ops.
     module = _GatedResidual46().eval()
     x = torch.rand(1, 3, 23, 29)
-    unpacked = E.build_deploy_graph(module, x, pack=False)
-    assert all(m.packed is None for m in unpacked.modules() if isinstance(m, E.FusedConv2d))
+    unpacked = build_deploy_graph(module, x, pack=False)
+    assert all(m.packed is None for m in unpacked.modules() if isinstance(m, FusedConv2d))
     with torch.inference_mode():
         err = float((unpacked(x.contiguous(memory_format=torch.channels_last)) - module(x)).abs().max())
     assert err <= 2e-6
@@ -312,10 +314,10 @@ def test_gate_fuses_into_the_conv_and_46_channel_maps_widen_to_48() -> None:
 
 def test_maps_that_reach_a_depthwise_conv_or_the_output_keep_their_width() -> None:
     gm = _check(_GatedResidual46(depthwise_reader=True), (1, 3, 23, 29))
-    assert all(m.weight.shape[0] != 48 for m in gm.modules() if isinstance(m, E.FusedConv2d))
+    assert all(m.weight.shape[0] != 48 for m in gm.modules() if isinstance(m, FusedConv2d))
     # The map between the convs widens (only convs read it); the output keeps its 46 channels.
     gm = _check(nn.Sequential(nn.Conv2d(3, 46, 3, padding=1), nn.ReLU(), nn.Conv2d(46, 46, 1)), (1, 3, 9, 8))
-    shapes = [tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, E.FusedConv2d)]
+    shapes = [tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, FusedConv2d)]
     assert shapes == [(48, 3), (46, 48)]
 
 
@@ -350,7 +352,7 @@ class _Statistics(nn.Module):
 def test_statistics_rewrites() -> None:
     gm = _check(_Statistics(), (1, 5, 23, 26), tol=1e-5)
     targets = {n.target for n in gm.graph.nodes}
-    assert F.layer_norm in targets and E._channel_layer_norm_1e6 in targets and E.window_variance in targets
+    assert F.layer_norm in targets and channel_layer_norm_1e6 in targets and window_variance in targets
     assert not any(n.op == "call_method" and n.target == "unfold" for n in gm.graph.nodes)
 
 
@@ -359,12 +361,12 @@ def test_window_variance_matches_unfold_variance() -> None:
     x = torch.randn(2, 3, 31, 40) * 3 + 5
     for k, s in ((7, 3), (5, 3), (3, 2)):
         ref = torch.var(x.unfold(2, k, s).unfold(3, k, s), dim=(-1, -2), unbiased=True)
-        assert float((E.window_variance(x, k, s) - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+        assert float((window_variance(x, k, s) - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
 
 
 def test_pixel_shuffle_nchw_is_exact_and_contiguous() -> None:
     x = torch.randn(2, 48, 5, 7).contiguous(memory_format=torch.channels_last)
-    y = E.pixel_shuffle_nchw(x, 4)
+    y = pixel_shuffle_nchw(x, 4)
     assert torch.equal(y, F.pixel_shuffle(x.contiguous(), 4)) and y.is_contiguous()
 
 
@@ -392,6 +394,6 @@ def test_untraceable_submodule_becomes_an_opaque_call() -> None:
             return self.win(F.gelu(self.head(x)))
 
     net = Net().eval()
-    gm = E.trace_with_leaves(net)
+    gm = trace_with_leaves(net)
     assert any(n.op == "call_module" and n.target == "win" for n in gm.graph.nodes)
     _check(net, (1, 3, 12, 10))

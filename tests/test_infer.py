@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import effsr
-from effsr.deploy.onnx import single_thread
 from effsr.imageio import Image, read_rgb_uint8, uint8_to_tensor
 from effsr.infer import (
     CONSERVATIVE_BYTES_PER_LR_PIXEL,
@@ -34,6 +33,7 @@ from effsr.infer import (
     upscale,
     upscale_image,
 )
+from effsr.runtime import single_thread
 from effsr.tiling import TilingSpec, tiling_of
 
 from .conftest import require
@@ -387,7 +387,7 @@ def test_prepare_model_backends() -> None:
     x = torch.rand(1, 3, 24, 30)
     with torch.no_grad():
         ref = net(x)
-    for backend in ("fast", "onnxruntime"):  # the engines of effsr.deploy.engine, exact within 5e-4 (issue 4)
+    for backend in ("fast", "onnxruntime"):  # the engines of effsr.deploy.backends, exact within 5e-4
         with torch.no_grad():
             out = prepare_model(net, backend=backend)(x)
         assert float((out - ref).abs().max()) <= 5e-4, backend

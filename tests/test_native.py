@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import effsr
-from effsr.deploy import engine as E
-from effsr.deploy import native
+from effsr.deploy import build_deploy_graph, native, prepare
+from effsr.deploy.checks import example_image
 
 CL = torch.channels_last
 TOL = native.SELF_CHECK_TOLERANCE
@@ -179,14 +179,14 @@ def test_unsuitable_inputs_take_the_torch_path(lib: object) -> None:
 
 def test_rlfn_deploy_graph_uses_the_kernels(lib: object, weights_dir: Path) -> None:
     model = effsr.load("rlfn")
-    fast = E.prepare(model, "fast", tune_malloc=False)
+    fast = prepare(model, "fast", tune_malloc=False)
     kinds = [type(m).__name__ for m in fast.graph.modules()]
     assert kinds.count("EsaTail") == kinds.count("EsaHead") == kinds.count("EsaLow") == 4
-    x = E.example_image(3, 52, 45)
+    x = example_image(3, 52, 45)
     with torch.inference_mode():
         err = (fast(x) - model(x)).abs().max().item()
     assert err <= 5e-5
-    plain = E.build_deploy_graph(model, x.contiguous(memory_format=CL), native=False)
+    plain = build_deploy_graph(model, x.contiguous(memory_format=CL), native=False)
     assert not any(type(m).__module__ == native.__name__ for m in plain.modules())
 
 
@@ -203,9 +203,9 @@ def test_without_a_compiler_the_engine_keeps_onednn(monkeypatch, tmp_path, weigh
     if native.cpu_lanes():
         assert native.unavailable_reason() == "no C++ compiler found ($CXX, c++, g++)"
     model = effsr.load("rlfn")
-    fast = E.prepare(model, "fast", tune_malloc=False)
+    fast = prepare(model, "fast", tune_malloc=False)
     assert fast.fused and not any(type(m).__module__ == native.__name__ for m in fast.graph.modules())
-    x = E.example_image(3, 40, 40)
+    x = example_image(3, 40, 40)
     with torch.inference_mode():
         assert (fast(x) - model(x)).abs().max().item() <= 5e-5
 

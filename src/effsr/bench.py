@@ -198,8 +198,8 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
-    """The deterministic image-like input every backend gets (see :func:`effsr.deploy.engine.example_image`)."""
-    from .deploy.engine import example_image
+    """The deterministic image-like input every backend gets (see :func:`effsr.deploy.checks.example_image`)."""
+    from .deploy.checks import example_image
 
     return example_image(channels, lr_size[0], lr_size[1], seed=1234)
 
@@ -224,7 +224,7 @@ class _Runner:
     """A prepared backend: loads the model, prepares it and runs timed forwards (in a worker or in process)."""
 
     def __init__(self, job: _Job) -> None:
-        from .deploy.engine import prepare
+        from .deploy import prepare
         from .models import load_model
 
         torch.set_num_threads(job.threads)
@@ -253,7 +253,7 @@ class _Runner:
         t0 = time.perf_counter()
         if job.tune_malloc and self.device.type == "cpu":
             # The fast path's allocator setting: without it every 16 MB output is a fresh, page-faulting mmap.
-            from .deploy.engine import tune_glibc_malloc
+            from .runtime import tune_glibc_malloc
 
             tune_glibc_malloc()
         conv = torch.nn.Conv2d(DENSE_CHANNELS, DENSE_CHANNELS, 3, padding=1).to(self.device).eval()

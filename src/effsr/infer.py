@@ -547,11 +547,11 @@ def prepare_model(
     """The model ready for inference on ``device`` with ``backend``: the seam between the CLI/API and the engines.
 
     * ``eager``: the plain PyTorch forward (eval mode, no grad, on ``device``).
-    * ``fast``: effsr's fastest exact PyTorch path (:func:`effsr.deploy.engine.prepare`).
+    * ``fast``: effsr's fastest exact PyTorch path (:func:`effsr.deploy.prepare`).
     * ``onnxruntime``: the model exported to ONNX and run by onnxruntime (same function).
 
     ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). ``precision`` ("fp32",
-    "fp16", "bf16"; see :data:`effsr.deploy.engine.LOW_PRECISION_TOLERANCE` for the tolerances of the last two) and
+    "fp16", "bf16"; see :data:`effsr.deploy.LOW_PRECISION_TOLERANCE` for the tolerances of the last two) and
     ``compile`` (``torch.compile`` the fast graph) go to the engine. A returned wrapper carries the model's
     :class:`~effsr.tiling.TilingSpec` whole (``tiling``), and may set ``bytes_per_lr_pixel`` when its memory differs
     from the eager forward's.
@@ -565,7 +565,7 @@ def prepare_model(
         raise ValueError("compile applies to the fast backend only")
     # "fast" (deploy form, folded constants, oneDNN-friendly layout), "onnxruntime" and the low-precision eager
     # forward live in the deploy room; each is checked against the eager forward there (docs/deploy.md).
-    from .deploy.engine import prepare, setup_device
+    from .deploy.backends import prepare, setup_device
 
     dev = setup_device(device, threads)
     model = model.eval().requires_grad_(False).to(dev)

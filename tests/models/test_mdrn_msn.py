@@ -17,7 +17,7 @@ import effsr
 from effsr.models import get_spec
 from effsr.models.blocks import local_variance
 from effsr.models.mdrn import MDRN, detect_mdrn, detect_mdrn_s
-from effsr.models.msn import MSN, detect_msn
+from effsr.models.msn import detect_msn
 from effsr.weights import read_state_dict
 
 from ..conftest import make_test_vector, require

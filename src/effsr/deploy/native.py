@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ops import pixel_shuffle_nchw as plain
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "esa.cpp"
@@ -324,9 +326,7 @@ class EsaLow(nn.Module):
 
 
 def pixel_shuffle_nchw(x: torch.Tensor, upscale_factor: int) -> torch.Tensor:
-    """:func:`effsr.deploy.engine.pixel_shuffle_nchw` (channels-last in, contiguous NCHW out) as one native pass."""
-    from .engine import pixel_shuffle_nchw as plain
-
+    """:func:`effsr.deploy.ops.pixel_shuffle_nchw` (channels-last in, contiguous NCHW out) as one native pass."""
     lib, r = _state.get("lib"), int(upscale_factor)
     n, c, h, w = x.shape
     if lib is None or r < 1 or c % (r * r) or not (x.dtype == torch.float32 and x.device.type == "cpu"

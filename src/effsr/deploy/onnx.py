@@ -37,12 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..runtime import single_thread
 from ..tiling import TilingSpec, tiling_of
-from .reparam import reparameterize_model
+from .checks import FP32_TOLERANCE, example_image, input_channels
+from .reparam import cast_plain_tensors, reparameterize_model
 
 DEFAULT_OPSET = 17
-# Issue 4 item 4: onnxruntime must reproduce PyTorch within 5e-4 in [0,1] units.
-ONNX_TOLERANCE = 5e-4
+# onnxruntime must reproduce PyTorch within the float32 contract of every backend (5e-4 in [0,1] units).
+ONNX_TOLERANCE = FP32_TOLERANCE
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 # The metadata key under which an exported file carries the model's TilingSpec (JSON), so that it keeps its scale,
 # size and tiling requirements wherever it is deployed.
@@ -105,7 +107,7 @@ def export_onnx(
     spec = tiling_of(model)
     h, w = spec.padded_size(*(int(s) for s in example_size))
     second = second_size or second_check_size((h, w), spec)
-    channels = _input_channels(net)
+    channels = input_channels(net)
     shape = (1, channels, h, w)
     notes: list[str] = []
     checks: list[SizeCheck] = []
@@ -174,7 +176,7 @@ def dynamic_onnx_bytes(model: nn.Module, example_size: tuple[int, int] = (64, 64
     else None. ``model`` should already be in deploy form (CPU, float32, eval)."""
     spec = tiling_of(model)
     h, w = spec.padded_size(*(int(s) for s in example_size))
-    channels = _input_channels(model)
+    channels = input_channels(model)
     data = export_onnx_bytes(model, example_shape=(1, channels, h, w), dynamic=True, opset=opset)
     if data is None:
         return None
@@ -283,21 +285,11 @@ def _with_tiling_metadata(data: bytes, spec: TilingSpec) -> bytes:
 
 def _deploy_copy(model: nn.Module) -> nn.Module:
     net = reparameterize_model(model).eval().requires_grad_(False).to(device="cpu", dtype=torch.float32)
-    for mod in net.modules():  # plain tensor attributes (the RGB mean, pitfall 5) move with the module
-        for key, value in list(vars(mod).items()):
-            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and not key.startswith("_"):
-                setattr(mod, key, value.to("cpu", torch.float32 if value.is_floating_point() else value.dtype))
+    cast_plain_tensors(net, torch.device("cpu"), torch.float32)
     return net
 
 
-def _input_channels(model: nn.Module) -> int:
-    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return int(conv.in_channels) if conv is not None else 3
-
-
 def _example(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    from .engine import example_image
-
     n, c, h, w = shape
     return torch.cat([example_image(c, h, w, seed=seed + i) for i in range(n)])
 
@@ -327,19 +319,6 @@ def _uses_adaptive_pool(module: nn.Module) -> bool:
         return "adaptive_max_pool2d" in inspect.getsource(type(module).forward)
     except (OSError, TypeError):
         return False
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with one intra-op thread (restored afterwards): for preparation and checking work whose speed
-    does not matter, where on a busy machine an OpenMP team waiting for a descheduled thread makes each small op
-    take milliseconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

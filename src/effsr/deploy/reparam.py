@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 
 
@@ -26,3 +27,12 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     for module in targets:
         module.reparameterize()
     return model
+
+
+def cast_plain_tensors(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move plain tensor attributes (the RGB mean is deliberately not a buffer, pitfall 5) with the module."""
+    for mod in model.modules():
+        for name, value in list(vars(mod).items()):
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and not name.startswith("_"):
+                new = value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
+                setattr(mod, name, new)

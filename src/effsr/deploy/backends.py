@@ -1,0 +1,259 @@
+"""The backends: ``prepare(model, backend)`` turns any effsr model into a fast, callable deploy module.
+
+Three backends share one contract (float RGB NCHW in [0,1] in and out, the model's
+:class:`~effsr.tiling.TilingSpec` carried whole as ``tiling``, any input size):
+
+* ``eager``: the plain PyTorch forward, as the authors run it (eval mode, ``torch.inference_mode``).
+* ``fast``: effsr's fastest exact PyTorch path (the default). The model is re-parameterized, traced with
+  ``torch.fx`` and rewritten into a deploy graph whose every rewrite is an algebraic identity (see "Passes" below);
+  convolutions then run as oneDNN primitives with pre-packed weights and fused element-wise post-ops, on channels-last
+  tensors; optionally the graph goes through ``torch.compile``. In float32 the output equals the eager forward's up
+  to float rounding (tests/test_engine.py: at most 5e-4 in [0,1] units on every zoo model, typically ~1e-6).
+* ``onnxruntime``: the model exported to ONNX (:mod:`effsr.deploy.onnx`) and run by an onnxruntime
+  ``InferenceSession`` with all graph optimizations; see :class:`OnnxRuntimeEngine`.
+
+The fast backend's graph passes and their order: :mod:`effsr.deploy.passes` (``passes/README.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from ..runtime import single_thread, tune_glibc_malloc
+from ..tiling import tiling_of
+from . import native as kernels
+from .checks import FP32_TOLERANCE, example_image, input_channels
+from .passes import build_deploy_graph
+from .reparam import cast_plain_tensors, reparameterize_model
+
+log = logging.getLogger(__name__)
+
+
+BACKENDS = ("eager", "fast", "onnxruntime")
+
+
+def prepare(
+    model: nn.Module,
+    backend: str = "fast",
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    dtype: torch.dtype | None = None,
+    example_size: tuple[int, int] = (64, 64),
+    compile: bool = False,
+    tune_malloc: bool = True,
+    verify: bool = True,
+) -> nn.Module:
+    """Return ``model`` ready for inference with ``backend`` on ``device``.
+
+    The result is a callable ``nn.Module`` with the model's contract (float RGB NCHW in [0,1] in and out, any input
+    size at least its minimum size) that carries the model's :class:`~effsr.tiling.TilingSpec` whole (``tiling``).
+    ``model`` itself is never modified.
+
+    - ``threads``: CPU intra-op threads (``torch.set_num_threads`` is process-wide; onnxruntime gets its own pool).
+    - ``dtype``: compute precision; ``None`` is float32. ``torch.float16`` / ``torch.bfloat16`` run the network in
+      that precision (meant for CUDA; bfloat16 also works on CPUs with AVX-512 BF16) and return float32; their
+      tolerances are :data:`LOW_PRECISION_TOLERANCE`. The onnxruntime backend is float32 only.
+    - ``example_size``: (H, W) of the example input used to trace, check and pre-pack (any size works afterwards).
+    - ``compile``: additionally run the fast graph through ``torch.compile`` (inductor; minutes of compilation per
+      input shape on a small CPU, so off by default).
+    - ``tune_malloc`` (fast backend on Linux/glibc): keep freed memory in the process heap instead of returning it
+      to the kernel, so the next forward reuses it without page faults (see :func:`tune_glibc_malloc`).
+      Process-wide.
+    - ``verify`` (fast backend, float32): run the example through the eager model and the deploy graph and fall back
+      to the unfused channels-last forward (with a warning) if they differ by more than :data:`FP32_TOLERANCE`.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    dev = setup_device(device, threads)
+    dtype = dtype or torch.float32
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    if backend == "eager":
+        return EagerEngine(model, device=dev, dtype=dtype)
+    if backend == "onnxruntime":
+        if dtype != torch.float32:
+            raise ValueError("the onnxruntime backend runs float32 only")
+        return OnnxRuntimeEngine(model, device=dev, threads=threads, example_size=example_size)
+    tuned = tune_malloc and dev.type == "cpu" and tune_glibc_malloc()
+    engine = FastEngine(model, device=dev, dtype=dtype, example_size=example_size, compile=compile, verify=verify)
+    if tuned:
+        engine.memory_safety_factor = TUNED_MALLOC_MEMORY_SAFETY_FACTOR
+    return engine
+
+
+# Automatic tiling plans each tile's memory as the measured tensor peak times a safety factor (effsr.infer, 2.0). With
+# the heap kept (tune_glibc_malloc) the process also holds freed blocks it cannot reuse: a 2000x2000 x4 upscale with
+# RLFN's fast path and 551-pixel tiles peaked at 2.91 GB against 1.68 GB for the eager forward with the same tiles
+# (benchmarks/RESULTS.md, "Memory"), so the fast engine plans with a larger factor (smaller tiles).
+TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
+
+
+def setup_device(device: str | torch.device, threads: int | None) -> torch.device:
+    """Check that ``device`` exists here and set the CPU intra-op threads (process-wide) when ``threads`` is given."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available on this machine")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return dev
+
+
+class Engine(nn.Module):
+    """Base of the backends: carries the model's tiling spec, moves/casts the input, runs without autograd."""
+
+    backend = "?"
+
+    def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.tiling = tiling_of(model)
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def scale(self) -> int:
+        return self.tiling.scale
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        if lr.dim() != 4:
+            raise ValueError(f"expected an NxCxHxW tensor, got shape {tuple(lr.shape)}")
+        out_dtype = lr.dtype if lr.is_floating_point() else torch.float32
+        with torch.inference_mode():
+            y = self.run(lr.to(self.device, self.dtype))
+            return y.to(dtype=out_dtype).contiguous()
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}, device={self.device}, dtype={self.dtype}, scale={self.scale}"
+
+
+class EagerEngine(Engine):
+    """The plain eager forward of the model, as its authors run it (the reference every other backend matches)."""
+
+    backend = "eager"
+
+    def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(model, device=device, dtype=dtype)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False).to(device=device, dtype=dtype)
+        cast_plain_tensors(self.model, device, dtype)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class FastEngine(Engine):
+    """effsr's fast path: the deploy graph of :func:`build_deploy_graph`, channels-last, optionally compiled."""
+
+    backend = "fast"
+
+    def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype,
+                 example_size: tuple[int, int] = (64, 64), compile: bool = False, verify: bool = True) -> None:
+        super().__init__(model, device=device, dtype=dtype)
+        h, w = self.tiling.padded_size(*(int(s) for s in example_size))
+        base = reparameterize_model(model).eval().requires_grad_(False).to(device=device, dtype=torch.float32)
+        cast_plain_tensors(base, device, torch.float32)
+        example = example_image(input_channels(base), h, w).to(device)
+        self.fused = True
+        try:
+            # torch.compile brings its own conv fusions and cannot trace pre-packed oneDNN weights.
+            with single_thread():  # preparation: its speed does not matter, stalls of a busy machine do
+                graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile)
+        except Exception as exc:  # an architecture the tracer cannot follow: still a correct, faster forward
+            log.warning("fast backend: graph rewrite failed for %s (%s: %s); using the channels-last forward",
+                        type(model).__name__, type(exc).__name__, exc)
+            graph, self.fused = _plain_deploy(base, device, dtype), False
+        if verify and self.fused and dtype == torch.float32:
+            with torch.inference_mode(), single_thread():
+                ref = base(example)
+
+            def error_of(g: nn.Module) -> float:
+                with torch.inference_mode(), single_thread():
+                    got = g(example.contiguous(memory_format=torch.channels_last))
+                    return (got.float() - ref.float()).abs().max().item()
+
+            err = error_of(graph)
+            if not err <= FP32_TOLERANCE and _has_native(graph):
+                log.warning("fast backend: the deploy graph of %s with native kernels differs from its eager "
+                            "forward by %.2e (> %.0e); rebuilding it without them", type(model).__name__, err,
+                            FP32_TOLERANCE)
+                with single_thread():
+                    graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile, native=False)
+                err = error_of(graph)
+            if not err <= FP32_TOLERANCE:
+                log.warning("fast backend: the deploy graph of %s differs from its eager forward by %.2e (> %.0e); "
+                            "using the channels-last forward", type(model).__name__, err, FP32_TOLERANCE)
+                graph, self.fused = _plain_deploy(base, device, dtype), False
+        self.graph = graph
+        self._runner: Callable[[torch.Tensor], torch.Tensor] = graph
+        if compile:
+            self._runner = torch.compile(graph, dynamic=False)
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._runner(x.contiguous(memory_format=torch.channels_last))
+
+
+def _has_native(graph: nn.Module) -> bool:
+    return any(isinstance(m, (kernels.EsaTail, kernels.EsaHead, kernels.EsaLow)) for m in graph.modules()) or (
+        isinstance(graph, fx.GraphModule)
+        and any(n.target is kernels.pixel_shuffle_nchw for n in graph.graph.nodes))
+
+
+def _plain_deploy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The fallback fast path: re-parameterized, channels-last, eager forward."""
+    m = reparameterize_model(model).eval().requires_grad_(False).to(device=device, dtype=dtype)
+    cast_plain_tensors(m, device, dtype)
+    return m.to(memory_format=torch.channels_last)
+
+
+class OnnxRuntimeEngine(Engine):
+    """The model exported to ONNX (:mod:`effsr.deploy.onnx`) and run by onnxruntime with all graph optimizations.
+
+    Architectures whose dynamic export reproduces them at a second size are exported once with dynamic batch and
+    H/W; the others (AGDN: its attention windows are laid out from the input size at export time; SAFMN++: its
+    adaptive pooling bins) are exported again for every new input size, and the sessions are cached by shape.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: nn.Module, *, device: torch.device, threads: int | None = None,
+                 example_size: tuple[int, int] = (64, 64)) -> None:
+        super().__init__(model, device=device, dtype=torch.float32)
+        from . import onnx as onnx_export
+
+        self._onnx = onnx_export
+        self.model = onnx_export._deploy_copy(model)
+        self.threads = threads or torch.get_num_threads()
+        self._sessions: dict[tuple[int, ...] | None, Any] = {}
+        h, w = self.tiling.padded_size(*(int(s) for s in example_size))
+        data = onnx_export.dynamic_onnx_bytes(self.model, (h, w))
+        self.dynamic = data is not None
+        if data is not None:
+            self._sessions[None] = onnx_export.make_session(data, threads=self.threads, device=device)
+        else:
+            self._session_for((1, input_channels(model), h, w))
+
+    def _session_for(self, shape: tuple[int, ...]) -> Any:
+        key = None if self.dynamic else tuple(shape)
+        if key not in self._sessions:
+            data = self._onnx.export_onnx_bytes(self.model, example_shape=shape, dynamic=False)
+            if data is None:
+                raise RuntimeError(f"ONNX export of {type(self.model).__name__} at {tuple(shape)} failed")
+            self._sessions[key] = self._onnx.make_session(data, threads=self.threads, device=self.device)
+        return self._sessions[key]
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        session = self._session_for(tuple(x.shape))
+        name = session.get_inputs()[0].name
+        (y,) = session.run(None, {name: x.detach().cpu().float().contiguous().numpy()})
+        return torch.from_numpy(y).to(self.device)

@@ -1,8 +1,8 @@
 """A/B of the fast engine's native kernels: one process, both deploy graphs, interleaved forwards.
 
-Builds the deploy graph of a zoo model twice (``build_deploy_graph(..., native=False)`` and ``native=True``), checks
-both against the eager forward and each other, then times them in alternating order with a short pause before each
-forward (as ``effsr bench`` does), and prints median and p25-p75. Used for the "Native kernels" before/after table
+Builds the deploy graph of a zoo model twice (without and with the native passes: ``disable_passes=NATIVE_PASSES``),
+checks both against the eager forward and each other, then times them in alternating order with a short pause before
+each forward (as ``effsr bench`` does), and prints median and p25-p75. Used for the "Native kernels" before/after table
 of benchmarks/RESULTS.md:
 
     EFFSR_WEIGHTS_DIR=../shared/weights GOMP_SPINCOUNT=300000 .venv/bin/python benchmarks/ab_native.py rlfn --runs 31
@@ -20,6 +20,7 @@ import torch
 import effsr
 from effsr.deploy import build_deploy_graph, native
 from effsr.deploy.checks import example_image
+from effsr.deploy.passes import NATIVE_PASSES
 from effsr.runtime import tune_glibc_malloc
 
 
@@ -36,8 +37,8 @@ def main() -> None:
         raise SystemExit(f"native kernels unavailable: {native.unavailable_reason()}")
     model = effsr.load(args.model).eval()
     example = example_image(3, 64, 64).contiguous(memory_format=torch.channels_last)
-    graphs = {"oneDNN only": build_deploy_graph(model, example, native=False),
-              "native": build_deploy_graph(model, example, native=True)}
+    graphs = {"oneDNN only": build_deploy_graph(model, example, disable_passes=NATIVE_PASSES),
+              "native": build_deploy_graph(model, example)}
     x = example_image(3, args.size, args.size)
     xc = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -61,9 +61,10 @@ def planned_tile(name: str, size: int, threads: int, backend: str) -> int:
     import torch
 
     import effsr
-    from effsr.infer import auto_tile_size, prepare_model
+    from effsr.deploy import prepare
+    from effsr.infer import auto_tile_size
 
-    model = prepare_model(effsr.load(name), backend=backend, threads=threads)
+    model = prepare(effsr.load(name), backend, threads=threads)
     return auto_tile_size(model, torch.empty(1, 3, size, size))
 
 

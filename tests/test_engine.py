@@ -86,7 +86,7 @@ def test_low_precision_within_stated_tolerance(name: str, dtype: torch.dtype, lr
                                                weights_dir: Path) -> None:
     """The CPU code path of the CUDA precisions: bfloat16 / float16 compute, float32 out, within the stated bound."""
     model = effsr.load(name)
-    low = prepare(model, "fast", dtype=dtype, tune_malloc=False)
+    low = prepare(model, "fast", precision=dtype, tune_malloc=False)
     x = _crops(lr_image)[1]
     with torch.inference_mode():
         y = low(x)
@@ -143,8 +143,12 @@ def test_rejects_bad_arguments() -> None:
         prepare(model, "tensorrt")
     with pytest.raises(ValueError, match="threads"):
         prepare(model, "eager", threads=0)
-    with pytest.raises(ValueError, match="dtype"):
-        prepare(model, "eager", dtype=torch.float64)
+    with pytest.raises(ValueError, match="precision"):
+        prepare(model, "eager", precision=torch.float64)
+    with pytest.raises(ValueError, match="precision"):
+        prepare(model, "eager", precision="fp64")
+    with pytest.raises(ValueError, match="compile"):
+        prepare(model, "eager", compile=True)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             prepare(model, "fast", device="cuda")
@@ -305,7 +309,7 @@ def test_gate_fuses_into_the_conv_and_46_channel_maps_widen_to_48() -> None:
     # The unpacked path (CUDA, torch.compile) runs the same post-ops as separate ops.
     module = _GatedResidual46().eval()
     x = torch.rand(1, 3, 23, 29)
-    unpacked = build_deploy_graph(module, x, pack=False)
+    unpacked = build_deploy_graph(module, x, disable_passes=("pack_weights",))
     assert all(m.packed is None for m in unpacked.modules() if isinstance(m, FusedConv2d))
     with torch.inference_mode():
         err = float((unpacked(x.contiguous(memory_format=torch.channels_last)) - module(x)).abs().max())

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import effsr
+from effsr.deploy import prepare
 from effsr.imageio import Image, read_rgb_uint8, uint8_to_tensor
 from effsr.infer import (
     CONSERVATIVE_BYTES_PER_LR_PIXEL,
@@ -29,7 +30,6 @@ from effsr.infer import (
     bytes_per_lr_pixel,
     parse_memory_size,
     plan_tiles,
-    prepare_model,
     upscale,
     upscale_image,
 )
@@ -380,25 +380,30 @@ def test_upscale_image_tiled_gray_alpha_matches_whole() -> None:
 # Backend seam.
 
 
-def test_prepare_model_backends() -> None:
+def test_prepare_is_the_one_entry_point() -> None:
+    """effsr.deploy.prepare serves the CLI and the API: fast by default, the caller's model never modified."""
     net = LocalNet().train()
-    eager = prepare_model(net, backend="eager")
-    assert eager is net and not eager.training and not any(p.requires_grad for p in eager.parameters())
+    eager = prepare(net, "eager")
+    assert eager.backend == "eager" and not eager.model.training
+    assert not any(p.requires_grad for p in eager.model.parameters())
+    assert net.training and all(p.requires_grad for p in net.parameters())  # the model passed in is left as it was
+    assert prepare(net).backend == "fast"
     x = torch.rand(1, 3, 24, 30)
     with torch.no_grad():
         ref = net(x)
+        assert torch.equal(eager(x), ref)
     for backend in ("fast", "onnxruntime"):  # the engines of effsr.deploy.backends, exact within 5e-4
         with torch.no_grad():
-            out = prepare_model(net, backend=backend)(x)
+            out = prepare(net, backend)(x)
         assert float((out - ref).abs().max()) <= 5e-4, backend
     with pytest.raises(ValueError, match="backend"):
-        prepare_model(net, backend="tensorrt")
+        prepare(net, "tensorrt")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
-            prepare_model(net, device="cuda")
+            prepare(net, device="cuda")
     threads = torch.get_num_threads()
     try:
-        prepare_model(net, threads=1)
+        prepare(net, "eager", threads=1)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)

@@ -20,6 +20,7 @@ from torch import nn
 import effsr
 from effsr.deploy import build_deploy_graph, native, prepare
 from effsr.deploy.checks import example_image
+from effsr.deploy.passes import NATIVE_PASSES
 
 CL = torch.channels_last
 TOL = native.SELF_CHECK_TOLERANCE
@@ -186,7 +187,7 @@ def test_rlfn_deploy_graph_uses_the_kernels(lib: object, weights_dir: Path) -> N
     with torch.inference_mode():
         err = (fast(x) - model(x)).abs().max().item()
     assert err <= 5e-5
-    plain = build_deploy_graph(model, x.contiguous(memory_format=CL), native=False)
+    plain = build_deploy_graph(model, x.contiguous(memory_format=CL), disable_passes=NATIVE_PASSES)
     assert not any(type(m).__module__ == native.__name__ for m in plain.modules())
 
 

@@ -75,8 +75,8 @@ def test_tiles_match_the_whole_image_through_every_backend(name: str, case: Case
     if case.backend == "onnxruntime":
         pytest.importorskip("onnxruntime")
     model = effsr.load(name)
-    assert case.precision == "fp32"
-    engine = prepare(model, case.backend, threads=1, example_size=(CROP, CROP), tune_malloc=False)
+    engine = prepare(model, case.backend, precision=case.precision, threads=1, example_size=(CROP, CROP),
+                     tune_malloc=False)
     assert engine.tiling == model.tiling  # carried whole: scale, sizes, stride period, minimum tile, radius
     spec = model.tiling
     tile, overlap = (EXACT_TILE, EXACT_OVERLAP) if spec.exact else (TILE, OVERLAP)

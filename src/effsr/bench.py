@@ -204,6 +204,17 @@ def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
     return example_image(channels, lr_size[0], lr_size[1], seed=1234)
 
 
+def explain_passes(model: str, *, lr_size: tuple[int, int] = (256, 256), threads: int | None = None,
+                   device: str = "cpu", weights: str | None = None) -> Any:
+    """The fast engine of zoo model ``model`` prepared at ``lr_size`` (nothing timed): its ``pass_report`` lists the
+    graph passes in order with how often each fired (``effsr bench --explain``)."""
+    from .deploy import prepare
+    from .models import load_model
+
+    net = load_model(model, weights, device=device)
+    return prepare(net, "fast", device=device, threads=threads, example_size=lr_size, tune_malloc=False)
+
+
 # ---- workers ---------------------------------------------------------------------------------------------------
 
 

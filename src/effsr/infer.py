@@ -93,8 +93,6 @@ MEMORY_SAFETY_FACTOR = 2.0
 # Edge of the square probe input the per-pixel memory is measured on (a few tens of ms for every zoo model).
 _PROBE_SIZE = 128
 
-BACKENDS = ("eager", "fast", "onnxruntime")
-Backend = Literal["eager", "fast", "onnxruntime"]
 TileCallback = Callable[[int, int], None]
 
 
@@ -491,9 +489,6 @@ def upscale_image(
     return image.with_pixels(rgb, alpha_sr)
 
 
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def _batchable(image: Image) -> bool:
     return image.alpha is None and not image.was_grayscale
 
@@ -534,42 +529,3 @@ def upscale_images(
                                        alpha=alpha, on_tile=on_tile)
     return [r for r in results if r is not None]
 
-
-def prepare_model(
-    model: nn.Module,
-    *,
-    backend: Backend | str = "eager",
-    device: str | torch.device = "cpu",
-    threads: int | None = None,
-    precision: str = "fp32",
-    compile: bool = False,
-) -> nn.Module:
-    """The model ready for inference on ``device`` with ``backend``: the seam between the CLI/API and the engines.
-
-    * ``eager``: the plain PyTorch forward (eval mode, no grad, on ``device``).
-    * ``fast``: effsr's fastest exact PyTorch path (:func:`effsr.deploy.prepare`).
-    * ``onnxruntime``: the model exported to ONNX and run by onnxruntime (same function).
-
-    ``threads`` sets the CPU intra-op threads (``torch.set_num_threads``, process-wide). ``precision`` ("fp32",
-    "fp16", "bf16"; see :data:`effsr.deploy.LOW_PRECISION_TOLERANCE` for the tolerances of the last two) and
-    ``compile`` (``torch.compile`` the fast graph) go to the engine. A returned wrapper carries the model's
-    :class:`~effsr.tiling.TilingSpec` whole (``tiling``), and may set ``bytes_per_lr_pixel`` when its memory differs
-    from the eager forward's.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    dtype = PRECISIONS[precision]
-    if compile and backend != "fast":
-        raise ValueError("compile applies to the fast backend only")
-    # "fast" (deploy form, folded constants, oneDNN-friendly layout), "onnxruntime" and the low-precision eager
-    # forward live in the deploy room; each is checked against the eager forward there (docs/deploy.md).
-    from .deploy.backends import prepare, setup_device
-
-    dev = setup_device(device, threads)
-    model = model.eval().requires_grad_(False).to(dev)
-    if backend == "eager" and dtype == torch.float32:
-        return model
-    return prepare(model, str(backend), device=dev, threads=threads, dtype=None if dtype == torch.float32 else dtype,
-                   compile=compile)

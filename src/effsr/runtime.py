@@ -3,13 +3,12 @@
 Nothing here imports torch at module level: the OpenMP setting must be made before PyTorch (and its OpenMP runtime)
 loads, and the ``effsr`` command line imports this module first.
 
-OpenMP spin.
-PyTorch's Linux CPU wheels run their intra-op parallel regions on GNU OpenMP (libgomp). Between two regions the
-worker threads spin for ``GOMP_SPINCOUNT`` iterations and then sleep on a futex; libgomp reads the variable once,
-when it is loaded, and in this process layout it falls back to its short "throttled" spin (measured: a forward
-behaves exactly as with ``GOMP_SPINCOUNT=1000``). An SR network of the challenge runs 40-400 small parallel
-regions per forward, so the second core is put to sleep and woken up again between nearly every pair of
-operators. With a spin of 300,000 iterations (libgomp's documented default for an unthrottled process; about 5 ms
+**OpenMP spin.** PyTorch's Linux CPU wheels run their intra-op parallel regions on GNU OpenMP (libgomp). Between
+two regions the worker threads spin for ``GOMP_SPINCOUNT`` iterations and then sleep on a futex; libgomp reads the
+variable once, when it is loaded, and in this process layout it falls back to its short "throttled" spin
+(measured: a forward behaves exactly as with ``GOMP_SPINCOUNT=1000``). An SR network of the challenge runs 40-400
+small parallel regions per forward, so the second core is put to sleep and woken up again between nearly every pair
+of operators. With a spin of 300,000 iterations (libgomp's documented default for an unthrottled process; about 5 ms
 of spinning after the last region here) RLFN's fast path at LR 256x256 on the 2-core CPU went from a median of
 99.9 ms to 94.1 ms (benchmarks/RESULTS.md, "OpenMP spin"). Outputs are unchanged: it only decides how threads wait.
 
@@ -17,6 +16,11 @@ of spinning after the last region here) RLFN's fast path at LR 256x256 on the 2-
 imported) and the user has not chosen a wait policy; the ``effsr`` command line calls it first thing, and
 ``effsr bench`` starts its ``fast`` workers with :func:`openmp_env`. Python API users who want the same set
 ``GOMP_SPINCOUNT=300000`` in the environment before importing torch.
+
+**Threads.** :func:`set_threads` sets PyTorch's intra-op threads (``effsr.deploy.prepare(threads=...)``);
+:func:`single_thread` runs preparation and checking work on one thread.
+
+**Memory.** :func:`tune_glibc_malloc` keeps freed memory in the heap (the fast backend's ``tune_malloc``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,17 @@ def configure_openmp() -> bool:
         return False
     os.environ["GOMP_SPINCOUNT"] = str(OPENMP_SPIN_COUNT)
     return True
+
+
+def set_threads(threads: int | None) -> None:
+    """Set PyTorch's CPU intra-op threads (process-wide) when ``threads`` is given; ``None`` leaves them alone."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager

@@ -25,9 +25,13 @@ def bench_cmd(
     in_process: bool = typer.Option(
         False, "--in-process", help="Run every backend in this process (quick smoke test; settings leak between them)."
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Time nothing: print the fast backend's graph passes, in order, with how often each "
+        "fired, for each model (at the first --lr-size; $EFFSR_DISABLE_PASSES leaves passes out)."
+    ),
 ) -> None:
     """Median and IQR of the forward time, output megapixels/s and the distance to the arithmetic floor."""
-    from ..bench import BACKENDS, parse_size, run_benchmark
+    from ..bench import BACKENDS, explain_passes, parse_size, run_benchmark
 
     models = [m.strip() for m in model.split(",") if m.strip()]
     backends = [b.strip() for b in backend.split(",") if b.strip()]
@@ -46,6 +50,24 @@ def bench_cmd(
 
         if not torch.cuda.is_available():
             raise typer.BadParameter("CUDA is not available on this machine", param_hint="--device")
+
+    if explain:
+        for name in models:
+            try:
+                engine = explain_passes(name, lr_size=sizes[0], threads=thread_counts[0], device=device)
+            except (KeyError, ValueError) as exc:
+                raise typer.BadParameter(str(exc).strip("'\""), param_hint="--model") from exc
+            h, w = sizes[0]
+            if engine.pass_report is None:
+                typer.echo(f"{name}: the fast backend fell back to the plain channels-last forward (no graph passes)")
+                continue
+            err = engine.max_abs_vs_eager
+            typer.echo(f"{name}: fast deploy graph at LR {w}x{h} (WxH), {str(engine.dtype).removeprefix('torch.')}, "
+                       f"{len(engine.graph.graph.nodes)} nodes, max abs vs eager "
+                       f"{'-' if err is None else f'{err:.1e}'}")
+            for line in engine.pass_report.lines():
+                typer.echo("  " + line)
+        return
 
     err = Console(stderr=True)
     report = run_benchmark(models, backends=backends, threads=thread_counts, lr_sizes=sizes, device=device, runs=runs,

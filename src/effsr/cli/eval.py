@@ -42,9 +42,9 @@ def eval_cmd(
     """Evaluate models on benchmark sets: PSNR RGB/Y and SSIM Y/RGB (x4: 4 px border), official SR pipeline."""
     import effsr
 
+    from ..deploy import BACKENDS, prepare
     from ..evaluate import evaluate, find_dataset, markdown_summary, model_cost, plot_quality_vs_cost, write_csv
     from ..evaluate import write_json as write_json_file
-    from ..infer import BACKENDS, prepare_model
     from ..models import get_spec, list_models
 
     if all_models and (model is not None or weights is not None):
@@ -72,7 +72,7 @@ def eval_cmd(
             scale = int(getattr(net, "scale", 4))
             cost = model_cost(net) if plot is not None else None
             try:
-                net = prepare_model(net, backend=backend, device=device, threads=threads)
+                net = prepare(net, backend, device=device, threads=threads)
             except (ValueError, RuntimeError, ImportError) as exc:
                 raise typer.BadParameter(f"cannot prepare {display} for --backend {backend}: {exc}") from exc
             for spec in specs:

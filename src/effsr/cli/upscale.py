@@ -167,13 +167,14 @@ def upscale_cmd(
 
     import effsr
 
+    from ..deploy import prepare
     from ..imageio import Image, ImageReadError, read_image, write_image
-    from ..infer import prepare_model, upscale_image, upscale_images
+    from ..infer import upscale_image, upscale_images
 
     try:
         net = effsr.load(model, weights, device="cpu")
-        net = prepare_model(net, backend=backend.value, device=device, threads=threads, precision=precision.value,
-                            compile=compile_graph)
+        net = prepare(net, backend.value, device=device, threads=threads, precision=precision.value,
+                      compile=compile_graph)
     except (NotImplementedError, ValueError, KeyError, OSError, RuntimeError) as e:
         say(f"error: cannot set up the model: {e}", "red")
         raise typer.Exit(2) from None

@@ -1,42 +1,45 @@
-"""The backends: ``prepare(model, backend)`` turns any effsr model into a fast, callable deploy module.
+"""The backends: ``prepare(model, backend)``, the one entry point that turns any effsr model into a callable
+inference module (the command line and the Python API both use it).
 
 Three backends share one contract (float RGB NCHW in [0,1] in and out, the model's
-:class:`~effsr.tiling.TilingSpec` carried whole as ``tiling``, any input size):
+:class:`~effsr.tiling.TilingSpec` carried whole as ``tiling``, any input size, the given model never modified):
 
-* ``eager``: the plain PyTorch forward, as the authors run it (eval mode, ``torch.inference_mode``).
+* ``eager``: the plain PyTorch forward, as the authors run it (eval mode, ``torch.inference_mode``, on a copy).
 * ``fast``: effsr's fastest exact PyTorch path (the default). The model is re-parameterized, traced with
-  ``torch.fx`` and rewritten into a deploy graph whose every rewrite is an algebraic identity (see "Passes" below);
+  ``torch.fx`` and rewritten into a deploy graph whose every rewrite is an algebraic identity
+  (:mod:`effsr.deploy.passes`, an ordered list of named passes, each of which can be disabled);
   convolutions then run as oneDNN primitives with pre-packed weights and fused element-wise post-ops, on channels-last
   tensors; optionally the graph goes through ``torch.compile``. In float32 the output equals the eager forward's up
   to float rounding (tests/test_engine.py: at most 5e-4 in [0,1] units on every zoo model, typically ~1e-6).
 * ``onnxruntime``: the model exported to ONNX (:mod:`effsr.deploy.onnx`) and run by an onnxruntime
   ``InferenceSession`` with all graph optimizations; see :class:`OnnxRuntimeEngine`.
 
-The fast backend's graph passes and their order: :mod:`effsr.deploy.passes` (``passes/README.md``).
+Process-wide settings (threads, malloc tuning) come from :mod:`effsr.runtime`; the fast backend's passes, their
+order and their invariants from :mod:`effsr.deploy.passes` (``passes/README.md``).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
-import torch.fx as fx
 from torch import nn
 
-from ..runtime import single_thread, tune_glibc_malloc
+from ..runtime import set_threads, single_thread, tune_glibc_malloc
 from ..tiling import tiling_of
-from . import native as kernels
 from .checks import FP32_TOLERANCE, example_image, input_channels
-from .passes import build_deploy_graph
+from .passes import NATIVE_PASSES, PipelineReport, build_deploy_graph, resolve_disabled
 from .reparam import cast_plain_tensors, reparameterize_model
 
 log = logging.getLogger(__name__)
 
 
 BACKENDS = ("eager", "fast", "onnxruntime")
+# Compute precisions by their command-line names; fp16/bf16 tolerances: checks.LOW_PRECISION_TOLERANCE.
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def prepare(
@@ -45,37 +48,48 @@ def prepare(
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
-    dtype: torch.dtype | None = None,
+    precision: str | torch.dtype = "fp32",
     example_size: tuple[int, int] = (64, 64),
     compile: bool = False,
     tune_malloc: bool = True,
     verify: bool = True,
-) -> nn.Module:
-    """Return ``model`` ready for inference with ``backend`` on ``device``.
+    disable_passes: Collection[str] = (),
+) -> Engine:
+    """Return ``model`` ready for inference with ``backend`` on ``device``: the one entry point of the command line
+    and the Python API.
 
     The result is a callable ``nn.Module`` with the model's contract (float RGB NCHW in [0,1] in and out, any input
     size at least its minimum size) that carries the model's :class:`~effsr.tiling.TilingSpec` whole (``tiling``).
-    ``model`` itself is never modified.
+    ``model`` itself is never modified (every backend works on its own copy).
 
-    - ``threads``: CPU intra-op threads (``torch.set_num_threads`` is process-wide; onnxruntime gets its own pool).
-    - ``dtype``: compute precision; ``None`` is float32. ``torch.float16`` / ``torch.bfloat16`` run the network in
-      that precision (meant for CUDA; bfloat16 also works on CPUs with AVX-512 BF16) and return float32; their
-      tolerances are :data:`LOW_PRECISION_TOLERANCE`. The onnxruntime backend is float32 only.
+    - ``backend``: ``eager`` (the model's own forward, eval mode, no autograd: the reference), ``fast`` (effsr's
+      fastest exact PyTorch path, the default) or ``onnxruntime``.
+    - ``threads``: CPU intra-op threads (:func:`effsr.runtime.set_threads`, process-wide; onnxruntime gets its own
+      pool of that size).
+    - ``precision``: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` (or the torch dtype). The last two run the
+      network in that precision (meant for CUDA; bfloat16 also works on CPUs with AVX-512 BF16) and return float32;
+      their tolerances are :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE`. onnxruntime runs fp32 only.
     - ``example_size``: (H, W) of the example input used to trace, check and pre-pack (any size works afterwards).
-    - ``compile``: additionally run the fast graph through ``torch.compile`` (inductor; minutes of compilation per
-      input shape on a small CPU, so off by default).
+    - ``compile`` (fast backend): additionally run the fast graph through ``torch.compile`` (inductor; minutes of
+      compilation per input shape on a small CPU, so off by default).
     - ``tune_malloc`` (fast backend on Linux/glibc): keep freed memory in the process heap instead of returning it
-      to the kernel, so the next forward reuses it without page faults (see :func:`tune_glibc_malloc`).
+      to the kernel, so the next forward reuses it without page faults (:func:`effsr.runtime.tune_glibc_malloc`).
       Process-wide.
     - ``verify`` (fast backend, float32): run the example through the eager model and the deploy graph and fall back
-      to the unfused channels-last forward (with a warning) if they differ by more than :data:`FP32_TOLERANCE`.
+      to the unfused channels-last forward (with a warning) if they differ by more than
+      :data:`~effsr.deploy.checks.FP32_TOLERANCE`.
+    - ``disable_passes`` (fast backend): names of graph passes to leave out (``effsr.deploy.passes.PASS_NAMES``;
+      ``$EFFSR_DISABLE_PASSES`` adds to them), for A/B measurement and debugging.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    dev = setup_device(device, threads)
-    dtype = dtype or torch.float32
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    dtype = precision_dtype(precision)
+    if compile and backend != "fast":
+        raise ValueError("compile applies to the fast backend only")
+    if disable_passes and backend != "fast":
+        raise ValueError("disable_passes applies to the fast backend only")
+    dev = _device(device)
+    set_threads(threads)
     if backend == "eager":
         return EagerEngine(model, device=dev, dtype=dtype)
     if backend == "onnxruntime":
@@ -83,7 +97,8 @@ def prepare(
             raise ValueError("the onnxruntime backend runs float32 only")
         return OnnxRuntimeEngine(model, device=dev, threads=threads, example_size=example_size)
     tuned = tune_malloc and dev.type == "cpu" and tune_glibc_malloc()
-    engine = FastEngine(model, device=dev, dtype=dtype, example_size=example_size, compile=compile, verify=verify)
+    engine = FastEngine(model, device=dev, dtype=dtype, example_size=example_size, compile=compile, verify=verify,
+                        disable_passes=disable_passes)
     if tuned:
         engine.memory_safety_factor = TUNED_MALLOC_MEMORY_SAFETY_FACTOR
     return engine
@@ -96,15 +111,20 @@ def prepare(
 TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
 
 
-def setup_device(device: str | torch.device, threads: int | None) -> torch.device:
-    """Check that ``device`` exists here and set the CPU intra-op threads (process-wide) when ``threads`` is given."""
+def precision_dtype(precision: str | torch.dtype) -> torch.dtype:
+    """The torch dtype of a precision name (``fp32``, ``fp16``, ``bf16``) or of one of those dtypes."""
+    if isinstance(precision, torch.dtype) and precision in PRECISIONS.values():
+        return precision
+    if isinstance(precision, str) and precision in PRECISIONS:
+        return PRECISIONS[precision]
+    raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, checked to exist on this machine."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but is not available on this machine")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
     return dev
 
 
@@ -158,17 +178,21 @@ class FastEngine(Engine):
     backend = "fast"
 
     def __init__(self, model: nn.Module, *, device: torch.device, dtype: torch.dtype,
-                 example_size: tuple[int, int] = (64, 64), compile: bool = False, verify: bool = True) -> None:
+                 example_size: tuple[int, int] = (64, 64), compile: bool = False, verify: bool = True,
+                 disable_passes: Collection[str] = ()) -> None:
         super().__init__(model, device=device, dtype=dtype)
+        # torch.compile brings its own conv fusions and cannot trace pre-packed oneDNN weights.
+        disabled = resolve_disabled((*disable_passes, *(("pack_weights",) if compile else ())))
         h, w = self.tiling.padded_size(*(int(s) for s in example_size))
         base = reparameterize_model(model).eval().requires_grad_(False).to(device=device, dtype=torch.float32)
         cast_plain_tensors(base, device, torch.float32)
         example = example_image(input_channels(base), h, w).to(device)
         self.fused = True
+        # The measured max abs difference from the eager forward on the example (float32 with ``verify``).
+        self.max_abs_vs_eager: float | None = None
         try:
-            # torch.compile brings its own conv fusions and cannot trace pre-packed oneDNN weights.
             with single_thread():  # preparation: its speed does not matter, stalls of a busy machine do
-                graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile)
+                graph = build_deploy_graph(base, example, dtype=dtype, disable_passes=disabled)
         except Exception as exc:  # an architecture the tracer cannot follow: still a correct, faster forward
             log.warning("fast backend: graph rewrite failed for %s (%s: %s); using the channels-last forward",
                         type(model).__name__, type(exc).__name__, exc)
@@ -188,13 +212,16 @@ class FastEngine(Engine):
                             "forward by %.2e (> %.0e); rebuilding it without them", type(model).__name__, err,
                             FP32_TOLERANCE)
                 with single_thread():
-                    graph = build_deploy_graph(base, example, dtype=dtype, pack=not compile, native=False)
+                    graph = build_deploy_graph(base, example, dtype=dtype, disable_passes=disabled + NATIVE_PASSES)
                 err = error_of(graph)
+            self.max_abs_vs_eager = err
             if not err <= FP32_TOLERANCE:
                 log.warning("fast backend: the deploy graph of %s differs from its eager forward by %.2e (> %.0e); "
                             "using the channels-last forward", type(model).__name__, err, FP32_TOLERANCE)
                 graph, self.fused = _plain_deploy(base, device, dtype), False
         self.graph = graph
+        # What the graph passes did (None when the engine fell back to the plain channels-last forward).
+        self.pass_report: PipelineReport | None = getattr(graph, "pass_report", None) if self.fused else None
         self._runner: Callable[[torch.Tensor], torch.Tensor] = graph
         if compile:
             self._runner = torch.compile(graph, dynamic=False)
@@ -204,9 +231,8 @@ class FastEngine(Engine):
 
 
 def _has_native(graph: nn.Module) -> bool:
-    return any(isinstance(m, (kernels.EsaTail, kernels.EsaHead, kernels.EsaLow)) for m in graph.modules()) or (
-        isinstance(graph, fx.GraphModule)
-        and any(n.target is kernels.pixel_shuffle_nchw for n in graph.graph.nodes))
+    report = getattr(graph, "pass_report", None)
+    return report is not None and any(report.fired(name) for name in NATIVE_PASSES)
 
 
 def _plain_deploy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:

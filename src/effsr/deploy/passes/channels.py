@@ -32,7 +32,7 @@ def _padded_width(channels: int) -> int | None:
     return padded
 
 
-def pad_channels(gm: fx.GraphModule) -> None:
+def pad_channels(gm: fx.GraphModule) -> int:
     """Widen feature maps whose channel count is just under a multiple of 16 with zero channels (RLFN: 46 -> 48).
 
     The maps tied together by residual adds, products, activations and pooling form one group that is widened as a
@@ -40,7 +40,7 @@ def pad_channels(gm: fx.GraphModule) -> None:
     zero weights for the new input channels, so every original channel is computed from the same terms (only the
     float summation order of the kernel may change) and the extra channels never reach the output. A group is left
     alone when any member is produced or read by anything else (the graph output, a pixel shuffle, a channel
-    concatenation or reduction, a depth-wise conv, an opaque module).
+    concatenation or reduction, a depth-wise conv, an opaque module). Returns the number of maps widened.
     """
     parent: dict[fx.Node, fx.Node] = {}
 
@@ -82,7 +82,7 @@ def pad_channels(gm: fx.GraphModule) -> None:
     # A group only joins maps of one shape (or per-channel resamplings of it), so each member widens alike.
     widened = {n: _padded_width(meta_shape(n)[1]) for n in candidates if find(n) not in bad}
     if not widened:
-        return
+        return 0
     for node in gm.graph.nodes:
         conv = conv_of(gm, node)
         if conv is None:
@@ -106,6 +106,7 @@ def pad_channels(gm: fx.GraphModule) -> None:
         tm = n.meta["tensor_meta"]
         n.meta["tensor_meta"] = tm._replace(shape=torch.Size((tm.shape[0], width, *tm.shape[2:])))
     gm.graph.lint()
+    return len(widened)
 
 
 def _is_per_channel(n: fx.Node) -> bool:

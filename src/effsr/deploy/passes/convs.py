@@ -13,13 +13,14 @@ from ..ops import FusedConv2d
 from .graph import conv_of, meta_shape, new_name
 
 
-def merge_separable_depthwise(gm: fx.GraphModule) -> None:
+def merge_separable_depthwise(gm: fx.GraphModule) -> int:
     """Reflect-padded depth-wise ``kx1`` then ``1xk`` (stride 1) -> one reflect pad and one ``kxk`` depth-wise conv.
 
     Exact: the ``1xk`` conv works along rows, so it commutes with the first conv's reflection of rows, and the two
     reflections together are the reflection of both axes. The kernel is the outer product of the two kernels and the
     bias ``b2 + b1 * sum(w2)``, computed in float64.
     """
+    fired = 0
     for node in list(gm.graph.nodes):
         second = conv_of(gm, node)
         if second is None or len(node.args) != 1:
@@ -55,7 +56,9 @@ def merge_separable_depthwise(gm: fx.GraphModule) -> None:
         node.target = name
         node.args = (src.args[0],)
         gm.graph.erase_node(src)
+        fired += 1
     gm.graph.lint()
+    return fired
 
 
 def _cat_inputs(node: Any) -> list[fx.Node] | None:
@@ -69,7 +72,7 @@ def _cat_inputs(node: Any) -> list[fx.Node] | None:
     return list(tensors)
 
 
-def split_concat_convs(gm: fx.GraphModule) -> None:
+def split_concat_convs(gm: fx.GraphModule) -> int:
     """``conv(cat([a_1 .. a_n], dim=1))`` -> ``conv_1(a_1) + ... + conv_n(a_n)`` with the weight sliced by input
     channels, accumulated in place by oneDNN's add post-op.
 
@@ -78,6 +81,7 @@ def split_concat_convs(gm: fx.GraphModule) -> None:
     strided copy that costs more than the partial convs' extra accumulator traffic, and the concatenated tensor
     (224 channels at the end of MDRN) is never allocated.
     """
+    fired = 0
     for node in list(gm.graph.nodes):
         conv = conv_of(gm, node)
         if conv is None or conv.groups != 1 or conv.binary or conv.unary or len(node.args) != 1:
@@ -108,7 +112,9 @@ def split_concat_convs(gm: fx.GraphModule) -> None:
         node.replace_all_uses_with(acc)
         gm.graph.erase_node(node)
         gm.graph.erase_node(cat)
+        fired += 1
     gm.graph.lint()
+    return fired
 
 
 def _chunk_widths(node: fx.Node, channels: int) -> list[int] | None:
@@ -136,7 +142,7 @@ def _slice_conv(conv: FusedConv2d, lo: int, hi: int, *, depthwise_input: bool) -
                        padding=conv.padding, dilation=conv.dilation, groups=groups, reflect_pad=conv.reflect_pad)
 
 
-def split_chunked_convs(gm: fx.GraphModule) -> None:
+def split_chunked_convs(gm: fx.GraphModule) -> int:
     """``conv(x).chunk(n, dim=1)`` -> n convs, one per chunk (each output channel is computed exactly as before).
 
     A channel slice of a channels-last tensor is a strided view that every later element-wise op walks slowly (and
@@ -144,6 +150,7 @@ def split_chunked_convs(gm: fx.GraphModule) -> None:
     depth-wise conv (Restormer's gated FFN: 1x1 expand -> depth-wise 3x3 -> chunk) the split goes through to the
     1x1 conv before it, which is split by output channels too.
     """
+    fired = 0
     for node in list(gm.graph.nodes):
         conv = conv_of(gm, node)
         if conv is None or conv.binary or conv.unary or len(node.args) != 1 or len(node.users) != 1:
@@ -190,7 +197,9 @@ def split_chunked_convs(gm: fx.GraphModule) -> None:
         gm.graph.erase_node(node)
         if conv.is_depthwise():
             gm.graph.erase_node(src)
+        fired += 1
     gm.graph.lint()
+    return fired
 
 
 def _sliced_meta(node: fx.Node, lo: int, hi: int) -> dict[str, Any]:

@@ -15,9 +15,11 @@ from ..ops import FusedConv2d, pixel_shuffle_nchw
 from .graph import ADD, MUL, conv_of, fetch_attr, is_number, new_name, replace_with_value
 
 
-def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype) -> None:
-    """Evaluate every node that does not depend on the input and store its value as a constant."""
+def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype) -> int:
+    """Evaluate every node that does not depend on the input and store its value as a constant; returns how many
+    nodes were folded."""
     consts: dict[fx.Node, Any] = {}
+    fired = 0
     for node in list(gm.graph.nodes):
         if node.op == "get_attr":
             consts[node] = fetch_attr(gm, node.target)
@@ -26,6 +28,7 @@ def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype)
             src, attr = node.args
             if isinstance(src, fx.Node) and src.op == "placeholder" and attr in ("device", "dtype"):
                 replace_with_value(gm, node, device if attr == "device" else dtype)
+                fired += 1
             continue
         if node.op not in ("call_function", "call_method"):
             continue
@@ -52,19 +55,23 @@ def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype)
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
             consts[new] = value
+            fired += 1
         elif value is None or isinstance(value, (int, float, bool, torch.device, torch.dtype)):
             replace_with_value(gm, node, value)
+            fired += 1
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
+    return fired
 
 
-def fold_scalars_into_convs(gm: fx.GraphModule) -> None:
+def fold_scalars_into_convs(gm: fx.GraphModule) -> int:
     """Fold scalar scaling before a conv, and scalar scaling / constant channel offsets after a conv (+ shuffle).
 
     ``conv(s * x) = conv'(x)`` with ``w' = s * w`` (zero or reflect padding commute with scaling);
     ``shuffle(conv(x)) / s`` and ``shuffle(conv(x)) + c`` move into the conv's weight and bias, with output channel
     ``c`` of the shuffle reading conv channels ``c * r * r ... c * r * r + r * r - 1``.
     """
+    fired = 0
     changed = True
     while changed:
         changed = False
@@ -73,8 +80,10 @@ def fold_scalars_into_convs(gm: fx.GraphModule) -> None:
                 continue
             if _fold_input_scale(gm, node) or _fold_output_affine(gm, node):
                 changed = True
+                fired += 1
                 break
     gm.graph.lint()
+    return fired
 
 
 def _scalar_factor(node: fx.Node) -> tuple[fx.Node, float] | None:

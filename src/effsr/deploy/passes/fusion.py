@@ -9,8 +9,9 @@ from ..ops import FusedConv2d
 from .graph import ADD, MUL, conv_of, dead_after, is_fresh, meta_dtype, meta_shape, new_name, spatial_index, unary_of
 
 
-def fuse_conv_add(gm: fx.GraphModule) -> None:
+def fuse_conv_add(gm: fx.GraphModule) -> int:
     """``conv(x) + other`` -> one oneDNN conv with a binary-add post-op (in place into ``other`` when it is dead)."""
+    fired = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in ADD or node.kwargs or len(node.args) != 2:
             continue
@@ -33,12 +34,15 @@ def fuse_conv_add(gm: fx.GraphModule) -> None:
             conv_node.args = (x, other)
             node.replace_all_uses_with(conv_node)
             gm.graph.erase_node(node)
+            fired += 1
             break
     gm.graph.lint()
+    return fired
 
 
-def fuse_conv_unary(gm: fx.GraphModule, *, fuse_gelu: bool = True) -> None:
+def fuse_conv_unary(gm: fx.GraphModule) -> int:
     """``act(conv(...))`` -> one oneDNN conv with the activation as post-op (GELU: oneDNN's erf form)."""
+    fired = 0
     for node in list(gm.graph.nodes):
         unary = unary_of(node) if node.op == "call_function" else None
         if unary is None:
@@ -47,12 +51,12 @@ def fuse_conv_unary(gm: fx.GraphModule, *, fuse_gelu: bool = True) -> None:
         conv = conv_of(gm, src)
         if conv is None or conv.unary or len(src.users) != 1:
             continue
-        if unary[0] == "gelu" and not fuse_gelu:
-            continue
         conv.unary, conv.unary_scalars = unary
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
+        fired += 1
     gm.graph.lint()
+    return fired
 
 
 def compose_pointwise(first: FusedConv2d, second: FusedConv2d) -> FusedConv2d:
@@ -70,7 +74,7 @@ def compose_pointwise(first: FusedConv2d, second: FusedConv2d) -> FusedConv2d:
                        dilation=first.dilation, groups=1, reflect_pad=first.reflect_pad).with_post_ops_of(second)
 
 
-def fuse_conv_mul(gm: fx.GraphModule) -> None:
+def fuse_conv_mul(gm: fx.GraphModule) -> int:
     """``conv(x) * gate`` -> one oneDNN conv with a binary-mul post-op: the product is computed as the conv writes
     its output, so the conv's own output is never stored (RLFN's, LSANet's ESA: ``c5(s) * sigmoid(...)``).
 
@@ -79,6 +83,7 @@ def fuse_conv_mul(gm: fx.GraphModule) -> None:
     of linear maps) so that the gate reads ``s`` directly. Composition is only done where it costs no MACs: the
     first conv is 1x1 and has no more input than output channels.
     """
+    fired = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in MUL or node.kwargs or len(node.args) != 2:
             continue
@@ -113,5 +118,7 @@ def fuse_conv_mul(gm: fx.GraphModule) -> None:
             y.args = (src, gate)
             node.replace_all_uses_with(y)
             gm.graph.erase_node(node)
+            fired += 1
             break
     gm.graph.lint()
+    return fired

@@ -13,13 +13,15 @@ from .graph import ADD, MUL, is_fresh, is_number, meta_dtype, meta_shape, unary_
 _INPLACE_UNARY = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
-def inplace_elementwise(gm: fx.GraphModule) -> None:
+def inplace_elementwise(gm: fx.GraphModule) -> int:
     """Run activations and ``a + b`` / ``a * b`` in place on ``a`` when ``a`` is a dead temporary of full shape."""
+    fired = 0
     for node in list(gm.graph.nodes):
         if node.op == "call_method" and node.target == "pow" and len(node.args) == 2 and not node.kwargs:
             a, b = node.args
             if is_fresh(gm, a) and len(a.users) == 1 and is_number(b):
                 node.target = "pow_"
+                fired += 1
             continue
         if node.op != "call_function":
             continue
@@ -28,6 +30,7 @@ def inplace_elementwise(gm: fx.GraphModule) -> None:
             src = node.args[0]
             if is_fresh(gm, src) and len(src.users) == 1:
                 node.target, node.args, node.kwargs = _INPLACE_UNARY[unary[0]], (src,), {}
+                fired += 1
             continue
         if node.target in (operator.sub, torch.sub, operator.truediv, torch.div, operator.pow, torch.pow) and (
                 not node.kwargs and len(node.args) == 2):
@@ -38,6 +41,7 @@ def inplace_elementwise(gm: fx.GraphModule) -> None:
                 node.op = "call_method"
                 node.target = {operator.sub: "sub_", torch.sub: "sub_", operator.truediv: "div_", torch.div: "div_",
                                operator.pow: "pow_", torch.pow: "pow_"}[node.target]
+                fired += 1
             continue
         if node.target in ADD + MUL and not node.kwargs and len(node.args) == 2:
             for a, b in (node.args, node.args[::-1]):
@@ -50,5 +54,7 @@ def inplace_elementwise(gm: fx.GraphModule) -> None:
                 node.op = "call_method"
                 node.target = "add_" if node.target in ADD else "mul_"
                 node.args = (a, b)
+                fired += 1
                 break
     gm.graph.lint()
+    return fired

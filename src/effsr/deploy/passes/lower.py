@@ -11,16 +11,21 @@ from ..ops import FusedConv2d, pixel_shuffle_nchw
 from .graph import new_name
 
 
-def normalize(gm: fx.GraphModule) -> None:
-    """nn.Conv2d -> FusedConv2d (one module per call), activation modules -> functions, PixelShuffle -> NCHW writer."""
+def normalize(gm: fx.GraphModule) -> int:
+    """nn.Conv2d -> FusedConv2d (one module per call), activation modules -> functions, PixelShuffle -> NCHW writer.
+
+    Returns the number of nodes and opaque-module convs converted."""
     activations = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.SiLU: F.silu}
+    fired = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module":
             continue
         mod = gm.get_submodule(node.target)
+        fired += 1
         if type(mod) is nn.Conv2d:
             conv = _fused_from_conv(mod)
             if conv is None:
+                fired -= 1
                 continue
             name = new_name(gm, "fconv")
             gm.add_submodule(name, conv)
@@ -35,26 +40,33 @@ def normalize(gm: fx.GraphModule) -> None:
         elif type(mod) is nn.PixelShuffle:
             node.op, node.target = "call_function", pixel_shuffle_nchw
             node.args = (node.args[0], int(mod.upscale_factor))
+        else:
+            fired -= 1
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target is F.pixel_shuffle:
             node.target = pixel_shuffle_nchw
+            fired += 1
         elif node.op == "call_module":
-            _convert_convs_inside(gm.get_submodule(node.target))
+            fired += _convert_convs_inside(gm.get_submodule(node.target))
     gm.graph.lint()
+    return fired
 
 
-def _convert_convs_inside(module: nn.Module) -> None:
+def _convert_convs_inside(module: nn.Module) -> int:
     """Inside an opaque (untraceable) module, swap every ``nn.Conv2d`` for an equivalent :class:`FusedConv2d`
-    (no fusion, but pre-packed oneDNN weights and explicit padding)."""
+    (no fusion, but pre-packed oneDNN weights and explicit padding); returns how many."""
     if isinstance(module, (nn.Conv2d, FusedConv2d)) or type(module).__module__.startswith("torch.nn"):
-        return
+        return 0
+    converted = 0
     for name, child in list(module.named_children()):
         if type(child) is nn.Conv2d:
             conv = _fused_from_conv(child)
             if conv is not None:
                 setattr(module, name, conv)
+                converted += 1
         else:
-            _convert_convs_inside(child)
+            converted += _convert_convs_inside(child)
+    return converted
 
 
 def _fused_from_conv(conv: nn.Conv2d) -> FusedConv2d | None:

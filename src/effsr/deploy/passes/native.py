@@ -13,8 +13,9 @@ from ..ops import FusedConv2d, pixel_shuffle_nchw
 from .graph import conv_of, finish, new_name
 
 
-def fuse_esa_native(gm: fx.GraphModule) -> None:
-    """Pass 10: the ESA's glue through effsr's native kernels (:mod:`effsr.deploy.native`).
+def fuse_esa_native(gm: fx.GraphModule) -> int:
+    """The ESA's glue through effsr's native kernels (:mod:`effsr.deploy.native`); returns the number of native
+    modules put in.
 
     Tail: ``c5(s) * sigmoid(conv4(conv_f(c1) + interpolate(c3, size=s.shape[2:], bilinear)))``, as the earlier
     passes leave it (conv_f with an add post-op, conv4 with a sigmoid, c5 with a mul post-op), becomes one
@@ -23,6 +24,7 @@ def fuse_esa_native(gm: fx.GraphModule) -> None:
     a kernel; both fall back to the same PyTorch operators at run time on inputs the kernel does not take.
     """
     graph = gm.graph
+    fired = 0
     for node in list(graph.nodes):
         c5 = conv_of(gm, node)
         if c5 is None or not (c5.is_pointwise() and c5.binary == "mul" and c5.unary is None and len(node.args) == 2):
@@ -53,7 +55,7 @@ def fuse_esa_native(gm: fx.GraphModule) -> None:
         node.replace_all_uses_with(fused)
         for dead in (node, gate, t, up):
             graph.erase_node(dead)
-        _fuse_esa_low_branch(gm, fused)
+        fired += 1 + _fuse_esa_low_branch(gm, fused)
     for node in list(graph.nodes):
         if not (node.op == "call_method" and node.target == "add_" and len(node.args) == 2 and not node.kwargs
                 and all(isinstance(a, fx.Node) for a in node.args)):
@@ -75,11 +77,23 @@ def fuse_esa_native(gm: fx.GraphModule) -> None:
         graph.erase_node(conv1_node)
         node.replace_all_uses_with(s)
         graph.erase_node(node)
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target is pixel_shuffle_nchw:
-            node.target = kernels.pixel_shuffle_nchw
+        fired += 1
     graph.lint()
     finish(gm)
+    return fired
+
+
+def native_pixel_shuffle(gm: fx.GraphModule) -> int:
+    """The NCHW-writing pixel shuffle as one native copy (:func:`effsr.deploy.native.pixel_shuffle_nchw`, which
+    falls back to the PyTorch one on inputs it does not take); returns how many."""
+    fired = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is pixel_shuffle_nchw:
+            node.target = kernels.pixel_shuffle_nchw
+            fired += 1
+    gm.graph.lint()
+    finish(gm)
+    return fired
 
 
 def _plain_conv3x3(conv: FusedConv2d | None, stride: int, padding: int) -> bool:
@@ -90,16 +104,16 @@ def _plain_conv3x3(conv: FusedConv2d | None, stride: int, padding: int) -> bool:
         and conv.groups == 1 and conv.reflect_pad is None and conv.binary is None and conv.unary is None)
 
 
-def _fuse_esa_low_branch(gm: fx.GraphModule, tail: fx.Node) -> None:
+def _fuse_esa_low_branch(gm: fx.GraphModule, tail: fx.Node) -> bool:
     """The tail's ``c3 = conv3(max_pool2d(conv2(c1)))`` (RLFN's ESA) -> one :class:`~effsr.deploy.native.EsaLow`."""
     _, c1, c3 = tail.args
     conv3 = conv_of(gm, c3)
     if not (_plain_conv3x3(conv3, 1, 1) and len(c3.users) == 1 and len(c3.args) == 1):
-        return
+        return False
     pool = c3.args[0]
     if not (isinstance(pool, fx.Node) and pool.op == "call_function" and pool.target is F.max_pool2d
             and len(pool.users) == 1):
-        return
+        return False
     args = dict(zip(("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
                     pool.args, strict=False))
     args.update(pool.kwargs)
@@ -109,12 +123,12 @@ def _fuse_esa_low_branch(gm: fx.GraphModule, tail: fx.Node) -> None:
     if not (isinstance(kernel, int) and isinstance(stride, int) and square.get("padding", 0) == 0
             and square.get("dilation", 1) == 1 and not square.get("ceil_mode", False)
             and not square.get("return_indices", False)):
-        return
+        return False
     down = square["input"]
     conv2 = conv_of(gm, down)
     if not (conv2 is not None and len(down.users) == 1 and len(down.args) == 1 and down.args[0] is c1
             and conv2.stride[0] == conv2.stride[1] and _plain_conv3x3(conv2, conv2.stride[0], 0)):
-        return
+        return False
     name = new_name(gm, "esa_low")
     gm.add_submodule(name, kernels.EsaLow(conv2, conv3, kernel, stride))
     graph = gm.graph
@@ -124,6 +138,7 @@ def _fuse_esa_low_branch(gm: fx.GraphModule, tail: fx.Node) -> None:
     c3.replace_all_uses_with(fused)
     for dead in (c3, pool, down):
         graph.erase_node(dead)
+    return True
 
 
 def _interpolates_to_size_of(up: fx.Node, ref: Any) -> bool:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
+from ..ops import FusedConv2d
 from .graph import conv_of, meta_shape
 
 
-def pack_convs(gm: fx.GraphModule, example: torch.Tensor) -> None:
-    """Pre-pack every conv weight for the input shape it sees on the example (from the shape propagation)."""
+def pack_convs(gm: fx.GraphModule, example: torch.Tensor) -> int:
+    """Pre-pack every conv weight for the input shape it sees on the example (from the shape propagation); convs
+    inside opaque (untraceable) modules pack on their first call. Returns the number of convs packed or deferred."""
     shapes: dict[str, tuple[int, ...]] = {}
     for node in gm.graph.nodes:
         conv = conv_of(gm, node)
@@ -21,3 +23,7 @@ def pack_convs(gm: fx.GraphModule, example: torch.Tensor) -> None:
             left, right, top, bottom = conv.reflect_pad
             shape = (*shape[:2], shape[2] + top + bottom, shape[3] + left + right)
         conv.pack(shape)
+    deferred = [m for m in gm.modules() if isinstance(m, FusedConv2d) and m.packed is None]
+    for mod in deferred:
+        mod.pack_on_first_call = True
+    return len(shapes) + len(deferred)

@@ -21,7 +21,8 @@ import effsr
 from effsr.deploy import build_deploy_graph, native
 from effsr.deploy.checks import example_image
 from effsr.deploy.passes import NATIVE_PASSES
-from effsr.runtime import tune_glibc_malloc
+from effsr.profile import time_call
+from effsr.runtime import set_threads, tune_glibc_malloc
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=21)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     tune_glibc_malloc()  # as prepare() does for the fast backend
     if native.library() is None:
         raise SystemExit(f"native kernels unavailable: {native.unavailable_reason()}")
@@ -56,9 +57,7 @@ def main() -> None:
         for r in range(args.runs):
             for k in order if r % 2 else order[::-1]:
                 time.sleep(0.2)
-                t = time.perf_counter()
-                graphs[k](xc)
-                times[k].append(time.perf_counter() - t)
+                times[k].append(time_call(lambda k=k: graphs[k](xc)) / 1e3)
     for k, v in times.items():
         v.sort()
         n = len(v)

@@ -68,16 +68,6 @@ def planned_tile(name: str, size: int, threads: int, backend: str) -> int:
     return auto_tile_size(model, torch.empty(1, 3, size, size))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="rlfn", help="comma-separated names, or 'all'")
@@ -92,6 +82,7 @@ def main() -> None:
 
     import effsr
     from effsr.infer import DEFAULT_MAX_MEMORY
+    from effsr.runtime import cpu_name
 
     names = effsr.list_models() if args.models == "all" else args.models.split(",")
     env = dict(os.environ)

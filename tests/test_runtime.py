@@ -39,3 +39,37 @@ def test_package_attributes_load_lazily() -> None:
 
     assert callable(effsr.load) and "rlfn" in effsr.list_models()
     assert {"load", "build_model", "list_models"} <= set(dir(effsr))
+
+
+def test_threads_knob_validates_and_restores() -> None:
+    import pytest
+    import torch
+
+    from effsr.runtime import set_threads, single_thread
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(1)
+        assert torch.get_num_threads() == 1
+        set_threads(None)  # leaves them alone
+        assert torch.get_num_threads() == 1
+        for bad in (0, -2, 1.5, True):
+            with pytest.raises(ValueError, match="threads"):
+                set_threads(bad)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(before)
+    with single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_one_cpu_reader_for_name_and_flags(monkeypatch) -> None:
+    from effsr import runtime
+
+    assert isinstance(runtime.cpu_name(), str) and runtime.cpu_name()
+    lines = "processor\t: 0\nvmx flags\t: ept\nflags\t\t: fpu sse avx2 fma\nmodel name\t: Some CPU @ 2.0GHz\n"
+    import io
+
+    monkeypatch.setattr("builtins.open", lambda *a, **k: io.StringIO(lines))
+    assert runtime.cpu_name() == "Some CPU @ 2.0GHz"
+    assert runtime.cpu_flags() == "fpu sse avx2 fma"  # the "flags" line, not "vmx flags"

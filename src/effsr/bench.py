@@ -10,15 +10,16 @@ Protocol (DESIGN.md habit 12, issue 4 item 5):
 * then the timed runs are **interleaved**: round r asks every worker for one forward, in an order rotated every
   round, so drifting load on a shared machine hits every backend alike, with a short pause before each run (thread
   pools that keep spinning after their own run must not slow the next backend down); each worker times its forward
-  with ``time.perf_counter`` (and ``torch.cuda.synchronize`` on CUDA);
+  with effsr's one timer (:func:`effsr.profile.time_call`: ``time.perf_counter`` on CPU, CUDA events bracketed by
+  synchronisation on CUDA);
 * results are the median and the inter-quartile range (p75 - p25) of those runs; the output of every backend on
   the same deterministic image-like input is compared with the eager output (``max_abs_vs_eager``);
 * the floor is ``2 x MACs / dense rate``: MACs from ``torch.utils.flop_counter`` (every convolution and matrix
-  product); the rate from a dense 3x3 convolution (64 -> 64 channels, channels-last, at the cell's LR size) that
-  takes its turn in the same interleaved rounds as a worker of its own, so it is measured with the same stopwatch,
-  pauses, process setup and machine state as the models. :func:`dense_conv_gflops` gives the tight-loop peak of
-  the same convolution for comparison (on the 2-core CPU here it is 3-5% higher than the in-round rate when the
-  machine is quiet; benchmarks/RESULTS.md).
+  product; :func:`effsr.profile.torch_macs`); the rate from a dense 3x3 convolution (64 -> 64 channels,
+  channels-last, at the cell's LR size) that takes its turn in the same interleaved rounds as a worker of its own,
+  so it is measured with the same stopwatch, pauses, process setup and machine state as the models.
+  :func:`dense_conv_gflops` gives the tight-loop peak of the same convolution for comparison (on the 2-core CPU
+  here it is 3-5% higher than the in-round rate when the machine is quiet; benchmarks/RESULTS.md).
 
 The library returns dataclasses and prints nothing; ``effsr bench`` and ``benchmarks/bench_speed.py`` format them.
 """
@@ -29,7 +30,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,9 +41,10 @@ from typing import Any
 
 import torch
 
-from .runtime import openmp_env
+from .deploy.backends import BACKENDS
+from .profile import time_call, torch_macs
+from .runtime import cpu_name, openmp_env, set_threads, tune_glibc_malloc
 
-BACKENDS = ("eager", "fast", "onnxruntime")
 # The pseudo-backend that times the dense reference convolution inside every cell's interleaved rounds.
 DENSE = "dense-3x3"
 # Its shape: 64 -> 64 channels, 3x3, float32, channels-last (the fastest layout here), at the cell's LR size.
@@ -113,18 +114,9 @@ class BenchReport:
 
 
 def machine_name(device: str = "cpu") -> str:
-    """CPU model name (``lscpu``), logical CPUs, torch version; the GPU name on CUDA, else whether effsr's native
-    CPU kernels (:mod:`effsr.deploy.native`) are in use."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except (OSError, subprocess.SubprocessError):
-        pass
-    name = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+    """CPU model name (:func:`effsr.runtime.cpu_name`), logical CPUs, torch version; the GPU name on CUDA, else
+    whether effsr's native CPU kernels (:mod:`effsr.deploy.native`) are in use."""
+    name = f"{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
     if str(device).startswith("cuda") and torch.cuda.is_available():
         name += f", {torch.cuda.get_device_name(torch.device(device))}"
     else:
@@ -142,20 +134,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[1]), int(parts[0])
 
 
-def count_macs(model: torch.nn.Module, lr_size: tuple[int, int], channels: int = 3) -> int:
-    """Multiply-accumulates of one forward at ``lr_size``: every convolution and matrix product.
-
-    Counted by ``torch.utils.flop_counter`` (which reports 2 x MACs); unlike fvcore it also counts the convolutions
-    declared with ``padding='same'`` (specs/README.md section 1), so it is the arithmetic actually done.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, channels, *lr_size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops() // 2)
-
-
 def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channels: int = 64,
                       size: int = 256, repeats: int = 15) -> float:
     """The rate of a dense 3x3 convolution (``channels`` -> ``channels``, ``size`` x ``size``, float32) in GFLOP/s.
@@ -163,8 +141,7 @@ def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channe
     The best of channels-last and NCHW, median of ``repeats`` timed runs after warm-up: the arithmetic rate the
     machine reaches on the kind of work these models do, used as the floor's denominator.
     """
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = torch.device(device)
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dev).eval()
     flops = 2 * channels * channels * 9 * size * size
@@ -173,28 +150,11 @@ def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channe
         x = torch.rand(1, channels, size, size, device=dev).contiguous(memory_format=fmt)
         c = conv.to(memory_format=fmt)
         with torch.inference_mode():
-            times = _time_calls(lambda c=c, x=x: c(x), dev, repeats=repeats, warmup=3)
-        best = max(best, flops / statistics.median(times) / 1e9)
+            for _ in range(3):  # warm-up
+                c(x)
+            times_ms = [time_call(lambda c=c, x=x: c(x), dev) for _ in range(repeats)]
+        best = max(best, flops / (statistics.median(times_ms) * 1e-3) / 1e9)
     return best
-
-
-def _time_calls(fn: Callable[[], Any], device: torch.device, *, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        times.append(_timed(fn, device))
-    return times
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
@@ -238,7 +198,7 @@ class _Runner:
         from .deploy import prepare
         from .models import load_model
 
-        torch.set_num_threads(job.threads)
+        set_threads(job.threads)
         self.device = torch.device(job.device)
         if job.backend == DENSE:
             self._init_dense(job)
@@ -264,8 +224,6 @@ class _Runner:
         t0 = time.perf_counter()
         if job.tune_malloc and self.device.type == "cpu":
             # The fast path's allocator setting: without it every 16 MB output is a fresh, page-faulting mmap.
-            from .runtime import tune_glibc_malloc
-
             tune_glibc_malloc()
         conv = torch.nn.Conv2d(DENSE_CHANNELS, DENSE_CHANNELS, 3, padding=1).to(self.device).eval()
         conv = conv.to(memory_format=torch.channels_last).requires_grad_(False)
@@ -285,7 +243,7 @@ class _Runner:
         self.prepare_s = time.perf_counter() - t0
 
     def run_ms(self) -> float:
-        return _timed(lambda: self.engine(self.x), self.device) * 1e3
+        return time_call(lambda: self.engine(self.x), self.device)
 
 
 def _worker_main(address: str, authkey_hex: str) -> None:
@@ -350,7 +308,7 @@ class _Worker:
 
     def run_ms(self) -> float:
         if self.proc is None:
-            torch.set_num_threads(self.job.threads)
+            set_threads(self.job.threads)
             return self.runner.run_ms()
         self.conn.send("run")
         return float(self._recv())
@@ -425,7 +383,7 @@ def bench_model(
         raise ValueError(f"unknown backend(s) {unknown} (choose from {', '.join(BACKENDS)})")
     if runs < 1:
         raise ValueError("runs must be >= 1")
-    macs = count_macs(load_model(model, weights), lr_size)
+    macs, _ = torch_macs(load_model(model, weights), torch.zeros(1, 3, *lr_size))
     h, w = lr_size
     dense_macs = DENSE_CHANNELS * DENSE_CHANNELS * 9 * h * w
     dense_repeat = max(1, round(macs / dense_macs))  # a dense workload as large as the model's forward

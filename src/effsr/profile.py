@@ -34,7 +34,6 @@ import ctypes.util
 import gc
 import math
 import os
-import platform
 import re
 import resource
 import sys
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .runtime import cpu_name
 from .tiling import tiling_of
 
 # The NTIRE harnesses (2022-2024) measure complexity at an LR input of 1x3x256x256 (test_demo.py ``input_dim``).
@@ -140,7 +140,7 @@ class DeviceInfo:
 
     @classmethod
     def of(cls, device: torch.device) -> DeviceInfo:
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
         return cls(device=str(device), name=name, torch=torch.__version__, threads=torch.get_num_threads())
 
 
@@ -522,11 +522,6 @@ def measure_peak_memory(model: nn.Module, lr_size: tuple[int, int] = NTIRE_LR_SI
 # Runtime
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_runtime(
     model: nn.Module, lr_size: tuple[int, int] = NTIRE_LR_SIZE, *, runs: int = 20, warmup: int = 5
 ) -> RuntimeStats:
@@ -544,9 +539,8 @@ def measure_runtime(
     with _eval_mode(model), torch.inference_mode():
         for _ in range(max(0, warmup)):
             model(x)
-        _sync(device)
         for _ in range(runs):
-            times.append(_time_forward(model, x, device))
+            times.append(time_call(lambda: model(x), device))
     q1, med, q3 = (float(v) for v in np.percentile(times, [25, 50, 75]))
     return RuntimeStats(
         median_ms=med,
@@ -557,27 +551,33 @@ def measure_runtime(
         q3_ms=q3,
         runs=runs,
         warmup=max(0, warmup),
-        timer=_timer_name(device),
+        timer=timer_name(device),
         times_ms=tuple(times),
     )
 
 
-def _timer_name(device: torch.device) -> str:
-    return "cuda_event" if device.type == "cuda" else "perf_counter"
+def timer_name(device: torch.device | str) -> str:
+    """The clock :func:`time_call` uses on ``device``."""
+    return "cuda_event" if torch.device(device).type == "cuda" else "perf_counter"
 
 
-def _time_forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> float:
-    """One forward in milliseconds: CUDA events as the NTIRE harness, else ``perf_counter``."""
-    if device.type == "cuda":
+def time_call(fn: Callable[[], Any], device: torch.device | str = "cpu") -> float:
+    """Milliseconds of one call of ``fn``: effsr's one forward timer (profile, bench, benchmarks).
+
+    On CUDA the call is bracketed by device synchronisation and timed with CUDA events on the current stream, as
+    the NTIRE harness times it; on CPU with ``time.perf_counter``.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(dev)
         start.record()
-        model(x)
+        fn()
         end.record()
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(dev)
         return float(start.elapsed_time(end))
     t0 = time.perf_counter()
-    model(x)
+    fn()
     return (time.perf_counter() - t0) * 1000.0
 
 
@@ -618,7 +618,7 @@ def ntire_runtime(model: nn.Module, images: Sequence[str | os.PathLike[str]], da
         with torch.no_grad():
             for path in images:
                 lr = uint8_to_tensor(read_rgb_uint8(path)).to(device)
-                ms = _time_forward(model, lr, device)
+                ms = time_call(lambda lr=lr: model(lr), device)
                 records.append(ImageTime(Path(path).stem, (int(lr.shape[2]), int(lr.shape[3])), ms))
 
     try:
@@ -640,7 +640,7 @@ def ntire_runtime(model: nn.Module, images: Sequence[str | os.PathLike[str]], da
         median_ms=float(np.median(times)),
         peak_memory_mib=float(mem),
         memory_method=method,
-        timer=_timer_name(device),
+        timer=timer_name(device),
     )
 
 
@@ -672,11 +672,3 @@ def profile_model(
         device=DeviceInfo.of(model_device(model)),
         ntire=ntire,
     )
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()

@@ -21,6 +21,9 @@ imported) and the user has not chosen a wait policy; the ``effsr`` command line 
 :func:`single_thread` runs preparation and checking work on one thread.
 
 **Memory.** :func:`tune_glibc_malloc` keeps freed memory in the heap (the fast backend's ``tune_malloc``).
+
+**The machine.** :func:`cpu_name` and :func:`cpu_flags` read what the CPU is (benchmark and profile reports, the
+native kernels' build key).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import platform
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 
@@ -113,3 +118,36 @@ def tune_glibc_malloc() -> bool:
 
 
 _MALLOC_STATE: dict[str, bool | None] = {"tuned": None}
+
+
+def _cpuinfo_field(key: str) -> str | None:
+    """The value of the first ``key : value`` line of ``/proc/cpuinfo`` (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                name, sep, value = line.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU model name: ``/proc/cpuinfo`` (x86), else ``lscpu`` (ARM hosts list it there), else ``platform``."""
+    name = _cpuinfo_field("model name")
+    if name:
+        return name
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (space-separated), else ``platform.processor()``."""
+    return _cpuinfo_field("flags") or platform.processor()

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import cpu_flags
 from .ops import pixel_shuffle_nchw as plain
 
 log = logging.getLogger(__name__)
@@ -79,24 +80,13 @@ def _compiler() -> str | None:
     return None
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def cpu_lanes() -> int:
     """Float lanes of the kernels this CPU can run: 16 (AVX-512F), 8 (AVX2 + FMA) or 0 (none).
 
     Read from the hardware, not from ``torch.backends.cpu.get_cpu_capability()``: that one follows
     ``ATEN_CPU_CAPABILITY``, which the test suite caps at AVX2 for ATen's own kernels (tests/conftest.py).
     """
-    flags = set(_cpu_flags().split())
+    flags = set(cpu_flags().split())
     if "avx512f" in flags:
         return 16
     return 8 if {"avx2", "fma"} <= flags else 0
@@ -107,7 +97,7 @@ def _build(cxx: str, arch: str = NATIVE_ARCH) -> Path:
     source = SOURCE.read_bytes()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     flags = (*_COMPILE_FLAGS, arch)
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(), _cpu_flags().encode(),
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(flags).encode(), cpu_flags().encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     target = cache_dir() / f"esa-{key}.so"
     if target.exists():

@@ -18,7 +18,7 @@ from torch import nn
 import effsr
 from effsr.deploy import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, build_deploy_graph, prepare
 from effsr.deploy.ops import FusedConv2d, channel_layer_norm_1e6, pixel_shuffle_nchw, window_variance
-from effsr.deploy.passes import trace_with_leaves
+from effsr.deploy.passes import DISABLE_ENV, NATIVE_PASSES, PASS_NAMES, pipeline, trace_with_leaves
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.tiling import TilingSpec
 
@@ -157,14 +157,11 @@ def test_rejects_bad_arguments() -> None:
 # ---- each rewrite, on small random modules --------------------------------------------------------------------
 
 
-def _graph(module: nn.Module, x: torch.Tensor) -> nn.Module:
-    return build_deploy_graph(module.eval(), x)
-
-
-def _check(module: nn.Module, shape: tuple[int, ...], tol: float = 2e-6, **expect: int) -> nn.Module:
+def _check(module: nn.Module, shape: tuple[int, ...], tol: float = 2e-6, disable_passes: tuple[str, ...] = (),
+           **expect: int) -> nn.Module:
     torch.manual_seed(0)
     x = torch.rand(*shape)
-    gm = _graph(module, x)
+    gm = build_deploy_graph(module.eval(), x, disable_passes=disable_passes)
     with torch.inference_mode():
         ref = module(x)
         got = gm(x.contiguous(memory_format=torch.channels_last))
@@ -401,3 +398,65 @@ def test_untraceable_submodule_becomes_an_opaque_call() -> None:
     gm = trace_with_leaves(net)
     assert any(n.op == "call_module" and n.target == "win" for n in gm.graph.nodes)
     _check(net, (1, 3, 12, 10))
+
+
+# ---- the pipeline: every pass named, counted, and each one can be left out -----------------------------------
+
+# The small modules above with the input shape and tolerance of their own test.
+SMALL_MODULES = [(_SeparableReflect, (1, 4, 9, 13), 2e-6), (_ScaledIO, (1, 3, 10, 7), 2e-6),
+                 (_ConcatThenConv, (1, 3, 11, 9), 2e-6), (_GatedFFN, (1, 4, 8, 12), 2e-6),
+                 (_Residuals, (1, 6, 9, 10), 2e-6), (_GatedResidual46, (1, 3, 23, 29), 2e-6),
+                 (_Statistics, (1, 5, 23, 26), 1e-5)]
+
+
+def test_every_pass_fires_somewhere_and_each_can_be_left_out() -> None:
+    """passes/README.md: every pass is an identity on its own, so leaving any one out keeps the output exact."""
+    fired_somewhere: set[str] = set()
+    for cls, shape, tol in SMALL_MODULES:
+        fired = {name for name, n in _check(cls(), shape, tol).pass_report.counts().items() if n}
+        fired_somewhere |= fired
+        for name in sorted(fired - set(NATIVE_PASSES)):
+            report = _check(cls(), shape, tol, disable_passes=(name,)).pass_report
+            assert report.disabled == (name,) and report.fired(name) == 0, (cls.__name__, name)
+            assert all(r.status == "disabled" for r in report.records if r.name == name)
+    assert set(PASS_NAMES) - set(NATIVE_PASSES) <= fired_somewhere  # the check above has covered every pass
+
+
+def test_disabling_by_environment_and_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _GatedResidual46().eval()
+    x = torch.rand(1, 3, 17, 19)
+    monkeypatch.setenv(DISABLE_ENV, "pad_channels, fuse_conv_mul")
+    engine = prepare(module, "fast", example_size=(17, 19), disable_passes=("inplace_elementwise",),
+                     tune_malloc=False)
+    assert engine.pass_report.disabled == ("fuse_conv_mul", "inplace_elementwise", "pad_channels")
+    assert engine.fused and engine.max_abs_vs_eager <= FP32_TOLERANCE
+    assert _max_err(module, engine, [x]) <= 2e-6
+    monkeypatch.setenv(DISABLE_ENV, "no_such_pass")
+    with pytest.raises(ValueError, match="no_such_pass"):
+        prepare(module, "fast", tune_malloc=False)
+    monkeypatch.delenv(DISABLE_ENV)
+    with pytest.raises(ValueError, match="unknown pass"):
+        build_deploy_graph(module, x, disable_passes=("fuse_everything",))
+    with pytest.raises(ValueError, match="fast backend"):
+        prepare(module, "eager", disable_passes=("pad_channels",))
+
+
+def test_checking_each_pass_names_the_one_that_broke_the_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _GatedResidual46().eval()
+    x = torch.rand(1, 3, 23, 29)
+    build_deploy_graph(module, x, check_each_pass=True)  # every pass keeps the output
+
+    original = pipeline.fuse_conv_unary
+
+    def broken(gm: torch.fx.GraphModule, ctx: object) -> int:
+        fired = original(gm, ctx)
+        for m in gm.modules():
+            if isinstance(m, FusedConv2d) and m.out_channels == 12:
+                m.bias.add_(0.01)  # a wrong rewrite: the output conv's bias moved
+        return fired
+
+    broken.__name__, broken.__doc__ = original.__name__, original.__doc__
+    monkeypatch.setattr(pipeline, "PIPELINE", tuple(pipeline.Pass(broken, p.stage) if p.run is original else p
+                                                     for p in pipeline.PIPELINE))
+    with pytest.raises(AssertionError, match="fuse_conv_unary"):
+        build_deploy_graph(module, x, check_each_pass=True)

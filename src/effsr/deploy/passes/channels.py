@@ -9,7 +9,17 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..ops import FusedConv2d
-from .graph import ADD, INPLACE_FUNCTIONS, MUL, UNARY_FUNCTIONS, conv_of, meta_shape, new_name, spatial_index
+from .graph import (
+    ADD,
+    INPLACE_FUNCTIONS,
+    MUL,
+    UNARY_FUNCTIONS,
+    BuildContext,
+    conv_of,
+    meta_shape,
+    new_name,
+    spatial_index,
+)
 
 # Channel padding (pad_channels): oneDNN's 3x3 kernels block output channels by 16 and run a masked tail otherwise.
 # RLFN's 46-channel maps: a 48 -> 46 conv took 8.3 ms against 7.2 ms for 48 -> 48 (LR 256x256, 2 threads,
@@ -32,8 +42,8 @@ def _padded_width(channels: int) -> int | None:
     return padded
 
 
-def pad_channels(gm: fx.GraphModule) -> int:
-    """Widen feature maps whose channel count is just under a multiple of 16 with zero channels (RLFN: 46 -> 48).
+def pad_channels(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """Feature maps just under a multiple of 16 channels (RLFN's 46) widened with zero channels.
 
     The maps tied together by residual adds, products, activations and pooling form one group that is widened as a
     whole: convs producing a member get zero output channels (zero weights and bias), convs reading a member get

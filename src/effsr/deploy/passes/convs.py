@@ -10,11 +10,11 @@ import torch
 import torch.fx as fx
 
 from ..ops import FusedConv2d
-from .graph import conv_of, meta_shape, new_name
+from .graph import BuildContext, conv_of, meta_shape, new_name
 
 
-def merge_separable_depthwise(gm: fx.GraphModule) -> int:
-    """Reflect-padded depth-wise ``kx1`` then ``1xk`` (stride 1) -> one reflect pad and one ``kxk`` depth-wise conv.
+def merge_separable_depthwise(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """Reflect-padded depth-wise ``kx1`` then ``1xk`` convs (MSN) -> one reflect pad and one ``kxk`` depth-wise conv.
 
     Exact: the ``1xk`` conv works along rows, so it commutes with the first conv's reflection of rows, and the two
     reflections together are the reflection of both axes. The kernel is the outer product of the two kernels and the
@@ -72,9 +72,10 @@ def _cat_inputs(node: Any) -> list[fx.Node] | None:
     return list(tensors)
 
 
-def split_concat_convs(gm: fx.GraphModule) -> int:
-    """``conv(cat([a_1 .. a_n], dim=1))`` -> ``conv_1(a_1) + ... + conv_n(a_n)`` with the weight sliced by input
-    channels, accumulated in place by oneDNN's add post-op.
+def split_concat_convs(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``conv(cat([a, b, ...], dim=1))`` -> ``conv_a(a) + conv_b(b) + ...``, accumulated in place.
+
+    The weight is sliced by input channels; the partial convs accumulate through oneDNN's add post-op.
 
     Convolution is linear in its input channels (zero or reflect padding act per channel), so the sum equals the
     conv of the concatenation up to float summation order. A channel concatenation of channels-last tensors is a
@@ -142,8 +143,8 @@ def _slice_conv(conv: FusedConv2d, lo: int, hi: int, *, depthwise_input: bool) -
                        padding=conv.padding, dilation=conv.dilation, groups=groups, reflect_pad=conv.reflect_pad)
 
 
-def split_chunked_convs(gm: fx.GraphModule) -> int:
-    """``conv(x).chunk(n, dim=1)`` -> n convs, one per chunk (each output channel is computed exactly as before).
+def split_chunked_convs(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``conv(x).chunk(n, dim=1)`` -> ``n`` convs, one per chunk (each output channel computed exactly as before).
 
     A channel slice of a channels-last tensor is a strided view that every later element-wise op walks slowly (and
     that oneDNN cannot fuse into); separate convs give contiguous outputs and free activation fusion. For a

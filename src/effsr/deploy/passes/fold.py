@@ -12,12 +12,15 @@ import torch
 import torch.fx as fx
 
 from ..ops import FusedConv2d, pixel_shuffle_nchw
-from .graph import ADD, MUL, conv_of, fetch_attr, is_number, new_name, replace_with_value
+from .graph import ADD, MUL, BuildContext, conv_of, fetch_attr, is_number, new_name, replace_with_value
 
 
-def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype) -> int:
-    """Evaluate every node that does not depend on the input and store its value as a constant; returns how many
-    nodes were folded."""
+def fold_constants(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """Evaluate what does not depend on the input (the RGB mean's cast, weight views) into constants.
+
+    The input's device and dtype read in ``forward`` are those of the deploy graph (float32 while rewriting; the
+    graph is cast to the compute dtype afterwards). Returns how many nodes were folded."""
+    device, dtype = ctx.device, torch.float32
     consts: dict[fx.Node, Any] = {}
     fired = 0
     for node in list(gm.graph.nodes):
@@ -64,8 +67,8 @@ def fold_constants(gm: fx.GraphModule, device: torch.device, dtype: torch.dtype)
     return fired
 
 
-def fold_scalars_into_convs(gm: fx.GraphModule) -> int:
-    """Fold scalar scaling before a conv, and scalar scaling / constant channel offsets after a conv (+ shuffle).
+def fold_scalars_into_convs(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``x * 255`` before a conv, ``/ 255`` and ``+ mean`` after a conv (and pixel shuffle) -> its weights and bias.
 
     ``conv(s * x) = conv'(x)`` with ``w' = s * w`` (zero or reflect padding commute with scaling);
     ``shuffle(conv(x)) / s`` and ``shuffle(conv(x)) + c`` move into the conv's weight and bias, with output channel

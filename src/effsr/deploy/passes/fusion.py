@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torch.fx as fx
 
 from ..ops import FusedConv2d
-from .graph import ADD, MUL, conv_of, dead_after, is_fresh, meta_dtype, meta_shape, new_name, spatial_index, unary_of
+from .graph import (
+    ADD,
+    MUL,
+    BuildContext,
+    conv_of,
+    dead_after,
+    is_fresh,
+    meta_dtype,
+    meta_shape,
+    new_name,
+    spatial_index,
+    unary_of,
+)
 
 
-def fuse_conv_add(gm: fx.GraphModule) -> int:
+def fuse_conv_add(gm: fx.GraphModule, ctx: BuildContext) -> int:
     """``conv(x) + other`` -> one oneDNN conv with a binary-add post-op (in place into ``other`` when it is dead)."""
     fired = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in ADD or node.kwargs or len(node.args) != 2:
-            continue
+    for node in _binary_ops(gm, ADD):
         for conv_node, other in (node.args, node.args[::-1]):
             conv = conv_of(gm, conv_node)
             if conv is None or conv.binary or conv.unary or len(conv_node.users) != 1 or len(conv_node.args) != 1:
@@ -30,18 +43,32 @@ def fuse_conv_add(gm: fx.GraphModule) -> int:
             # a fresh tensor, or the reflect pad copies it first.
             conv.inplace = bool(is_fresh(gm, other) and dead_after(other, node) and other is not x
                                 and (is_fresh(gm, x) or conv.reflect_pad is not None))
-            node.prepend(conv_node)  # ``other`` may be computed after the conv in the original order
-            conv_node.args = (x, other)
-            node.replace_all_uses_with(conv_node)
-            gm.graph.erase_node(node)
+            _take_place_of(gm, node, conv_node, (x, other))  # ``other`` may be computed after the conv
             fired += 1
             break
     gm.graph.lint()
     return fired
 
 
-def fuse_conv_unary(gm: fx.GraphModule) -> int:
-    """``act(conv(...))`` -> one oneDNN conv with the activation as post-op (GELU: oneDNN's erf form)."""
+def _binary_ops(gm: fx.GraphModule, targets: tuple[Any, ...]) -> Iterator[fx.Node]:
+    """The nodes ``a op b`` with ``op`` one of ``targets`` (positional operands only), in graph order; the graph may
+    be rewritten while iterating."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in targets and not node.kwargs and len(node.args) == 2:
+            yield node
+
+
+def _take_place_of(gm: fx.GraphModule, op: fx.Node, conv_node: fx.Node, args: tuple) -> None:
+    """The conv that now fuses the binary ``op`` replaces it: it moves to just before ``op`` (its second input may
+    be computed after the conv in the original order), reads ``args``, and ``op`` is gone."""
+    op.prepend(conv_node)
+    conv_node.args = args
+    op.replace_all_uses_with(conv_node)
+    gm.graph.erase_node(op)
+
+
+def fuse_conv_unary(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``act(conv(...))`` -> one oneDNN conv with the activation as post-op (ReLU, LeakyReLU, sigmoid, SiLU, GELU)."""
     fired = 0
     for node in list(gm.graph.nodes):
         unary = unary_of(node) if node.op == "call_function" else None
@@ -74,9 +101,11 @@ def compose_pointwise(first: FusedConv2d, second: FusedConv2d) -> FusedConv2d:
                        dilation=first.dilation, groups=1, reflect_pad=first.reflect_pad).with_post_ops_of(second)
 
 
-def fuse_conv_mul(gm: fx.GraphModule) -> int:
-    """``conv(x) * gate`` -> one oneDNN conv with a binary-mul post-op: the product is computed as the conv writes
-    its output, so the conv's own output is never stored (RLFN's, LSANet's ESA: ``c5(s) * sigmoid(...)``).
+def fuse_conv_mul(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``conv(x) * gate`` -> one oneDNN conv with a binary-mul post-op (the ESA's ``c5(s) * sigmoid(...)``).
+
+    The product is computed as the conv writes its output, so the conv's own output is never stored (RLFN's and
+    LSANet's ESA).
 
     The gate must be ready before the conv runs. In the ESA it is computed from the conv's output itself, through
     a 1x1 conv (``conv1``); that 1x1 conv is composed with the first one (``conv1(c5(s)) = conv1'(s)``, an identity
@@ -84,9 +113,7 @@ def fuse_conv_mul(gm: fx.GraphModule) -> int:
     first conv is 1x1 and has no more input than output channels.
     """
     fired = 0
-    for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target not in MUL or node.kwargs or len(node.args) != 2:
-            continue
+    for node in _binary_ops(gm, MUL):
         for y, gate in (node.args, node.args[::-1]):
             conv = conv_of(gm, y)
             if (conv is None or conv.binary or conv.unary or len(y.args) != 1 or not isinstance(gate, fx.Node)
@@ -114,10 +141,7 @@ def fuse_conv_mul(gm: fx.GraphModule) -> int:
                 u.target = name
                 u.args = (src, *u.args[1:])
             conv.binary, conv.inplace = "mul", False  # oneDNN's in-place form only adds
-            node.prepend(y)  # the gate is computed before the conv now
-            y.args = (src, gate)
-            node.replace_all_uses_with(y)
-            gm.graph.erase_node(node)
+            _take_place_of(gm, node, y, (src, gate))  # the gate is computed before the conv now
             fired += 1
             break
     gm.graph.lint()

@@ -4,6 +4,7 @@ metadata, and the clean-up after rewriting."""
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +13,17 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..ops import FusedConv2d, channel_layer_norm_1e6, pixel_shuffle_nchw, window_variance
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a pass may read besides the graph: where the graph runs, in which dtype, and the example input."""
+
+    device: torch.device
+    dtype: torch.dtype
+    example: torch.Tensor
+    native_available: bool
+
 
 ADD = (operator.add, torch.add)
 MUL = (operator.mul, torch.mul)

@@ -8,13 +8,13 @@ import operator
 import torch
 import torch.fx as fx
 
-from .graph import ADD, MUL, is_fresh, is_number, meta_dtype, meta_shape, unary_of
+from .graph import ADD, MUL, BuildContext, is_fresh, is_number, meta_dtype, meta_shape, unary_of
 
 _INPLACE_UNARY = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
-def inplace_elementwise(gm: fx.GraphModule) -> int:
-    """Run activations and ``a + b`` / ``a * b`` in place on ``a`` when ``a`` is a dead temporary of full shape."""
+def inplace_elementwise(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """Activations and ``a + b``, ``a * b``, ``a - b``, ``a / b``, ``a ** b`` in place on a dead temporary ``a``."""
     fired = 0
     for node in list(gm.graph.nodes):
         if node.op == "call_method" and node.target == "pow" and len(node.args) == 2 and not node.kwargs:

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..ops import FusedConv2d, pixel_shuffle_nchw
-from .graph import new_name
+from .graph import BuildContext, new_name
 
 
-def normalize(gm: fx.GraphModule) -> int:
-    """nn.Conv2d -> FusedConv2d (one module per call), activation modules -> functions, PixelShuffle -> NCHW writer.
+def normalize(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """nn.Conv2d -> FusedConv2d, activation modules -> functions, pixel shuffle -> the NCHW writer.
 
-    Returns the number of nodes and opaque-module convs converted."""
+    One FusedConv2d module per call (explicit reflect padding), also inside opaque modules. Returns the number of
+    nodes and opaque-module convs converted."""
     activations = {nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid, nn.SiLU: F.silu}
     fired = 0
     for node in list(gm.graph.nodes):

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 
 from .. import native as kernels
 from ..ops import FusedConv2d, pixel_shuffle_nchw
-from .graph import conv_of, finish, new_name
+from .graph import BuildContext, conv_of, finish, new_name
 
 
-def fuse_esa_native(gm: fx.GraphModule) -> int:
-    """The ESA's glue through effsr's native kernels (:mod:`effsr.deploy.native`); returns the number of native
-    modules put in.
+def native_esa(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """The ESA's glue (head, low branch, gated tail) in effsr's native kernels (:mod:`effsr.deploy.native`).
+
+    Returns the number of native modules put in.
 
     Tail: ``c5(s) * sigmoid(conv4(conv_f(c1) + interpolate(c3, size=s.shape[2:], bilinear)))``, as the earlier
     passes leave it (conv_f with an add post-op, conv4 with a sigmoid, c5 with a mul post-op), becomes one
@@ -83,9 +84,10 @@ def fuse_esa_native(gm: fx.GraphModule) -> int:
     return fired
 
 
-def native_pixel_shuffle(gm: fx.GraphModule) -> int:
-    """The NCHW-writing pixel shuffle as one native copy (:func:`effsr.deploy.native.pixel_shuffle_nchw`, which
-    falls back to the PyTorch one on inputs it does not take); returns how many."""
+def native_pixel_shuffle(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """The NCHW-writing pixel shuffle as one native copy (:func:`effsr.deploy.native.pixel_shuffle_nchw`).
+
+    It falls back to the PyTorch one on inputs it does not take. Returns how many."""
     fired = 0
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target is pixel_shuffle_nchw:

@@ -6,12 +6,15 @@ import torch
 import torch.fx as fx
 
 from ..ops import FusedConv2d
-from .graph import conv_of, meta_shape
+from .graph import BuildContext, conv_of, meta_shape
 
 
-def pack_convs(gm: fx.GraphModule, example: torch.Tensor) -> int:
-    """Pre-pack every conv weight for the input shape it sees on the example (from the shape propagation); convs
-    inside opaque (untraceable) modules pack on their first call. Returns the number of convs packed or deferred."""
+def pack_weights(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """Every conv weight pre-packed for oneDNN once, for the input shape it sees on the example.
+
+    The shapes come from the shape propagation; convs inside opaque (untraceable) modules pack on their first call.
+    Returns the number of convs packed or deferred."""
+    example = ctx.example.to(ctx.dtype).contiguous(memory_format=torch.channels_last)
     shapes: dict[str, tuple[int, ...]] = {}
     for node in gm.graph.nodes:
         conv = conv_of(gm, node)

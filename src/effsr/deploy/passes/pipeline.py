@@ -35,11 +35,11 @@ from .channels import pad_channels
 from .convs import merge_separable_depthwise, split_chunked_convs, split_concat_convs
 from .fold import fold_constants, fold_scalars_into_convs
 from .fusion import fuse_conv_add, fuse_conv_mul, fuse_conv_unary
-from .graph import finish, propagate_shapes
+from .graph import BuildContext, finish, propagate_shapes
 from .inplace import inplace_elementwise
 from .lower import normalize
-from .native import fuse_esa_native, native_pixel_shuffle
-from .pack import pack_convs
+from .native import native_esa, native_pixel_shuffle
+from .pack import pack_weights
 from .statistics import fuse_layer_norms, rewrite_reductions
 from .trace import trace_with_leaves
 
@@ -48,70 +48,37 @@ DISABLE_ENV = "EFFSR_DISABLE_PASSES"
 
 
 @dataclass(frozen=True)
-class BuildContext:
-    """What a pass may read besides the graph: where the graph runs, in which dtype, and the example input."""
-
-    device: torch.device
-    dtype: torch.dtype
-    example: torch.Tensor
-    native_available: bool
-
-
-@dataclass(frozen=True)
 class Pass:
-    """One named graph rewrite: ``run(graph, context)`` rewrites in place and returns how often it fired."""
+    """One named graph rewrite: ``run(graph, context)`` rewrites in place and returns how often it fired.
 
-    name: str
-    family: str  # the module of effsr.deploy.passes it lives in
-    summary: str
+    ``stage``: ``"graph"`` (before the shape propagation), ``"shaped"`` (after it) or ``"packed"`` (on the
+    channels-last graph in the compute dtype). The name, family (module) and summary (first docstring line) are
+    read from the function."""
+
     run: Callable[[fx.GraphModule, BuildContext], int]
-    stage: str = "graph"  # "graph" (before shape propagation), "shaped" (after it) or "packed" (the CPU oneDNN graph)
+    stage: str
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__
+
+    @property
+    def family(self) -> str:
+        return self.run.__module__.rsplit(".", 1)[-1]
+
+    @property
+    def summary(self) -> str:
+        return (self.run.__doc__ or "").strip().splitlines()[0]
 
 
-def _always(ctx: BuildContext) -> bool:
-    return True
-
-
-NORMALIZE = Pass("normalize", "lower", "nn.Conv2d -> FusedConv2d, activation modules -> functions, NCHW pixel shuffle",
-                 lambda gm, ctx: normalize(gm))
-FOLD_CONSTANTS = Pass("fold_constants", "fold", "evaluate what does not depend on the input (RGB mean, views)",
-                      lambda gm, ctx: fold_constants(gm, ctx.device, torch.float32))
-
-PIPELINE: tuple[Pass, ...] = (
-    NORMALIZE,
-    FOLD_CONSTANTS,
-    Pass("fuse_layer_norms", "statistics", "element-wise LayerNorm (AGDN, MSN) -> one layer norm on the NHWC view",
-         lambda gm, ctx: fuse_layer_norms(gm)),
-    FOLD_CONSTANTS,
-    Pass("merge_separable_depthwise", "convs", "reflect-padded kx1 then 1xk depth-wise convs (MSN) -> one kxk conv",
-         lambda gm, ctx: merge_separable_depthwise(gm)),
-    Pass("fold_scalars_into_convs", "fold", "x * 255 before, / 255 and + mean after a conv (+ shuffle) -> its weights",
-         lambda gm, ctx: fold_scalars_into_convs(gm)),
-    FOLD_CONSTANTS,
-    Pass("rewrite_reductions", "statistics", "sum(3).sum(2) -> sum((2, 3)); unfold local variance -> two avg pools",
-         lambda gm, ctx: rewrite_reductions(gm)),
-    Pass("split_concat_convs", "convs", "conv(cat([a, b])) -> conv_a(a) + conv_b(b), accumulated in place",
-         lambda gm, ctx: split_concat_convs(gm), stage="shaped"),
-    Pass("split_chunked_convs", "convs", "conv(x).chunk(n) -> n convs (through a depth-wise conv to its 1x1 feeder)",
-         lambda gm, ctx: split_chunked_convs(gm), stage="shaped"),
-    Pass("fuse_conv_add", "fusion", "conv + tensor -> oneDNN add post-op, in place into a dead residual",
-         lambda gm, ctx: fuse_conv_add(gm), stage="shaped"),
-    Pass("fuse_conv_unary", "fusion", "act(conv) -> oneDNN post-op (ReLU, LeakyReLU, sigmoid, SiLU, GELU)",
-         lambda gm, ctx: fuse_conv_unary(gm), stage="shaped"),
-    Pass("fuse_conv_mul", "fusion", "conv(s) * gate -> oneDNN binary-mul post-op (the ESA's gated c5)",
-         lambda gm, ctx: fuse_conv_mul(gm), stage="shaped"),
-    Pass("inplace_elementwise", "inplace", "element-wise ops on dead temporaries run in place",
-         lambda gm, ctx: inplace_elementwise(gm), stage="shaped"),
-    Pass("pad_channels", "channels", "maps just under a multiple of 16 channels (RLFN's 46) widened with zeros",
-         lambda gm, ctx: pad_channels(gm), stage="shaped"),
-    Pass("pack_weights", "pack", "every conv weight pre-packed for oneDNN once",
-         lambda gm, ctx: pack_convs(gm, ctx.example.to(ctx.dtype).contiguous(memory_format=torch.channels_last)),
-         stage="packed"),
-    Pass("native_esa", "native", "the ESA's glue (head, low branch, gated tail) in effsr's native kernels",
-         lambda gm, ctx: fuse_esa_native(gm), stage="packed"),
-    Pass("native_pixel_shuffle", "native", "the NCHW pixel shuffle as one native copy",
-         lambda gm, ctx: native_pixel_shuffle(gm), stage="packed"),
+_STAGES = (
+    ("graph", (normalize, fold_constants, fuse_layer_norms, fold_constants, merge_separable_depthwise,
+               fold_scalars_into_convs, fold_constants, rewrite_reductions)),
+    ("shaped", (split_concat_convs, split_chunked_convs, fuse_conv_add, fuse_conv_unary, fuse_conv_mul,
+                inplace_elementwise, pad_channels)),
+    ("packed", (pack_weights, native_esa, native_pixel_shuffle)),
 )
+PIPELINE: tuple[Pass, ...] = tuple(Pass(fn, stage) for stage, fns in _STAGES for fn in fns)
 PASS_NAMES: tuple[str, ...] = tuple(dict.fromkeys(p.name for p in PIPELINE))
 NATIVE_PASSES: tuple[str, ...] = tuple(p.name for p in PIPELINE if p.family == "native")
 

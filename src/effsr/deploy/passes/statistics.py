@@ -8,6 +8,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from ..ops import channel_layer_norm_1e6, window_variance
+from .graph import BuildContext
 
 
 def _ln_channels_first(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -36,8 +37,10 @@ def _ln_last_fused(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.T
 _LAYER_NORM_PATTERNS = ((_ln_channels_first, _ln_channels_first_fused), (_ln_last, _ln_last_fused))
 
 
-def fuse_layer_norms(gm: fx.GraphModule) -> int:
-    """LayerNorm written element-wise (the patterns above) -> one layer-norm call; returns how many."""
+def fuse_layer_norms(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """LayerNorm written element-wise (MSN over channels, AGDN over the last dim) -> one ``F.layer_norm`` call.
+
+    The patterns are the two spellings above; returns how many were replaced."""
     from torch.fx import subgraph_rewriter
 
     fired = 0
@@ -57,10 +60,12 @@ def _method_or_function(node: fx.Node, name: str) -> bool:
     return node.op == "call_function" and node.target is getattr(torch, name, None)
 
 
-def rewrite_reductions(gm: fx.GraphModule) -> int:
-    """``x.sum(3, keepdim=True).sum(2, keepdim=True)`` -> ``x.sum((2, 3), keepdim=True)`` (one pass; on channels-last
-    tensors the W-then-H order is a strided reduction ~5x slower), and the local variance over
-    ``unfold``-ed windows -> :func:`window_variance`. Both change only the float summation order. Returns how many
+def rewrite_reductions(gm: fx.GraphModule, ctx: BuildContext) -> int:
+    """``x.sum(3).sum(2)`` -> ``x.sum((2, 3))``; the variance of ``unfold``-ed windows -> two average pools.
+
+    ``x.sum(3, keepdim=True).sum(2, keepdim=True)`` becomes one ``x.sum((2, 3), keepdim=True)`` (on channels-last
+    tensors the W-then-H order is a strided reduction ~5x slower), and the local variance over ``unfold``-ed windows
+    becomes :func:`~effsr.deploy.ops.window_variance`. Both change only the float summation order. Returns how many
     reductions were rewritten."""
     fired = 0
     for node in list(gm.graph.nodes):

@@ -68,7 +68,8 @@ class Pass:
 
     @property
     def summary(self) -> str:
-        return (self.run.__doc__ or "").strip().splitlines()[0]
+        first = (self.run.__doc__ or "").strip().splitlines()[0]
+        return first.replace("``", "").removesuffix(".")
 
 
 _STAGES = (

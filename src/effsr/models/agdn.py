@@ -26,7 +26,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, StateDict, register_model
-from .blocks import CCA, BSConvU, PixelShuffleUpsampler, local_variance, rgb_mean_tensor
+from .blocks import CCA, BSConvU, NestedResidual, PixelShuffleUpsampler, distill, local_variance, rgb_mean_tensor
 
 __all__ = ["AGDN", "agdn", "detect", "tlc_window_starts"]
 
@@ -70,17 +70,6 @@ class VarianceESA(nn.Module):
         u2 = F.interpolate(a2, size=size, mode="bilinear", align_corners=False)
         m = torch.sigmoid(self.conv4((u1 + u2) + self.conv_f(c)))
         return x * m
-
-
-class MVSA(nn.Module):
-    """Multi-scale variance spatial attention: ``ESA(x) + x``; the ESA sits at ``body.0`` (section 7)."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(VarianceESA(num_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + x
 
 
 class ElementScale(nn.Module):
@@ -265,21 +254,14 @@ class AGDB(nn.Module):
         self.c3_r = BSConvU(channels, channels, 3)
         self.c4 = nn.Conv2d(channels, dc, 3, padding=1, groups=dc)  # zero padding (pitfall 7)
         self.c5 = nn.Conv2d(dc * 4, channels, 1)
-        self.esa = MVSA(channels)
+        # MVSA, the multi-scale variance spatial attention: ESA(x) + x with the ESA at body.0 (section 7).
+        self.esa = NestedResidual(VarianceESA(channels))
         self.cca = RCCA(channels)
         self.ea = SGAL(channels, tlc=tlc, tlc_window=tlc_window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = F.gelu(self.c1_d(x))
-        r1 = F.gelu(self.c1_r(x) + x)  # residual before the activation (section 3.2)
-        d2 = F.gelu(self.c2_d(r1))
-        r2 = F.gelu(self.c2_r(r1) + r1)
-        d3 = F.gelu(self.c3_d(r2))
-        r3 = F.gelu(self.c3_r(r2) + r2)
-        r4 = F.gelu(self.c4(r3))
-        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
-        out = self.ea(self.cca(self.esa(out)))
-        return out + x
+        # The distillation steps (residual before each activation, section 3.2), then the three attentions.
+        return self.ea(self.cca(self.esa(distill(self, x)))) + x
 
 
 # --------------------------------------------------------------------------------------------------------------

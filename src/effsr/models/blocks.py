@@ -6,18 +6,29 @@ reduction order) are the ones that break bit-exactness with the official code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # DIV2K RGB mean used by the BasicSR-family models (specs/README.md section 3, "Mean shift").
-# Kept as a plain tensor, never a registered buffer, so official state_dicts load strictly (pitfall 5).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
 def rgb_mean_tensor(mean: tuple[float, float, float] = DIV2K_RGB_MEAN) -> torch.Tensor:
     """The 1x3x1x1 float32 mean tensor, built the way the official code builds it."""
     return torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def register_mean(module: nn.Module, name: str = "mean", mean: tuple[float, float, float] = DIV2K_RGB_MEAN) -> None:
+    """Give ``module`` the RGB mean as a *non-persistent* buffer ``name``.
+
+    It moves and casts with the module (``.to(device)``, ``.half()``), so ``forward`` uses it as it is, and it is
+    no state_dict entry: a persistent buffer would make strict loading of the official weights fail
+    (../shared/specs/README.md section 5: the official code keeps the mean as a plain tensor attribute).
+    """
+    module.register_buffer(name, rgb_mean_tensor(mean), persistent=False)
 
 
 class BSConvU(nn.Module):
@@ -102,9 +113,6 @@ class UpsampleOneStep(nn.Module):
         return self.upsampleOneStep(x)
 
 
-# --- shared blocks added by the MDRN/MSN implementation (ECCA, CCA) go below this line ---
-
-
 def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Per-channel mean over HxW as "sum over W, then over H, then divide by H*W".
 
@@ -185,7 +193,116 @@ def local_variance(x: torch.Tensor, kernel_size: int = 7, stride: int = 3, paddi
     return torch.var(windows, dim=(-1, -2), unbiased=True)
 
 
-# --- shared blocks added by the LSANet/IFADNet implementation (RepBlock) go below this line ---
+# MDRN and MSN (specs/MDRN.md section 2, specs/MSN.md section 2): the ESA works on num_features // 4 channels, the
+# CCA MLP on num_features // 16.
+ESA_RATIO = 4
+CCA_REDUCTION = 16
+
+ConvFactory = Callable[..., nn.Module]  # (in_channels, out_channels, kernel_size, *, stride=1) -> a conv block
+
+
+class NestedResidual(nn.Module):
+    """``body.0(x) + x``: the attention of AGDN, MDRN and MSN nested as ``esa.body.0`` in the official keys
+    (../shared/specs/README.md section 5), plus the raw input."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + x
+
+
+class MultiLevelESA(nn.Module):
+    """The multi-level ESA of MDRN ("MDSA", specs/MDRN.md section 3) and MSN (specs/MSN.md section 3).
+
+    Four stride-2 ``conv`` branches from ``conv1``: three max-pools (k3 s3 p1, k5 s3 p0, k7 s3 p1) and a 7x7
+    stride-3 unbiased local variance added to the k7 branch (../shared/specs/README.md section 5), each through
+    ``conv -> GELU -> conv``, bilinear back to the input size, summed left to right with ``conv_f(conv1(x))``, then
+    ``conv4`` and a sigmoid. MDRN's ``conv`` is :class:`BSConvU` (1/2 resolution); MSN's is its separable BSConvU
+    with the stride in both halves (1/4 resolution), and MSN first normalises the input with ``norm`` (key ``ln``)
+    and gates the *normalised* tensor. Returns only the gated tensor; :class:`NestedResidual` adds the input.
+    """
+
+    def __init__(self, num_features: int, esa_channels: int, *, conv: ConvFactory = BSConvU,
+                 norm: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        f = esa_channels
+        self.ln = norm(num_features) if norm is not None else None
+        self.conv1 = nn.Conv2d(num_features, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        # Branch order matches the official key numbering: 0 -> k3 pool, 1 -> k5 pool, 2 -> k7 pool, 3 -> variance.
+        self.conv2_0 = conv(f, f, 3, stride=2)
+        self.conv2_1 = conv(f, f, 3, stride=2)
+        self.conv2_2 = conv(f, f, 3, stride=2)
+        self.conv2_3 = conv(f, f, 3, stride=2)
+        self.conv_max_0 = conv(f, f, 3)
+        self.conv_max_1 = conv(f, f, 3)
+        self.conv_max_2 = conv(f, f, 3)
+        self.conv3_0 = conv(f, f, 3)
+        self.conv3_1 = conv(f, f, 3)
+        self.conv3_2 = conv(f, f, 3)
+        self.conv4 = nn.Conv2d(f, num_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        xn = x if self.ln is None else self.ln(x)
+        c1_ = self.conv1(xn)
+        p0 = F.max_pool2d(self.conv2_0(c1_), kernel_size=3, stride=3, padding=1)
+        p1 = F.max_pool2d(self.conv2_1(c1_), kernel_size=5, stride=3, padding=0)
+        p2 = F.max_pool2d(self.conv2_2(c1_), kernel_size=7, stride=3, padding=1)
+        v3 = local_variance(self.conv2_3(c1_), kernel_size=7, stride=3, padding=1)
+        a0 = self.conv3_0(F.gelu(self.conv_max_0(p0)))
+        a1 = self.conv3_1(F.gelu(self.conv_max_1(p1)))
+        a2 = self.conv3_2(F.gelu(self.conv_max_2(p2 + v3)))
+        # Bilinear with the size given; summed left to right, then + conv_f (float order matters).
+        u0 = F.interpolate(a0, size=size, mode="bilinear", align_corners=False)
+        u1 = F.interpolate(a1, size=size, mode="bilinear", align_corners=False)
+        u2 = F.interpolate(a2, size=size, mode="bilinear", align_corners=False)
+        m = torch.sigmoid(self.conv4(((u0 + u1) + u2) + self.conv_f(c1_)))
+        return xn * m
+
+
+def distill(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The feature distillation of an RFDN-style block (AGDN's AGDB, MDRN's and MSN's EADB): three steps of a 1x1
+    ``c*_d`` to half the channels with GELU and a residual ``c*_r`` with GELU, then ``c4`` and GELU, the four
+    halves concatenated and fused by the 1x1 ``c5`` (specs/MDRN.md section 3, specs/AGDN.md section 3.2)."""
+    d1 = F.gelu(block.c1_d(x))
+    r1 = F.gelu(block.c1_r(x) + x)  # residual before the activation
+    d2 = F.gelu(block.c2_d(r1))
+    r2 = F.gelu(block.c2_r(r1) + r1)
+    d3 = F.gelu(block.c3_d(r2))
+    r3 = F.gelu(block.c3_r(r2) + r2)
+    r4 = F.gelu(block.c4(r3))
+    return block.c5(torch.cat([d1, d2, d3, r4], dim=1))
+
+
+class EADB(nn.Module):
+    """Enhanced attention distillation block of MDRN (specs/MDRN.md section 3) and MSN (its "MDAB", the same wiring
+    with separable BSConvUs, specs/MSN.md section 3).
+
+    :func:`distill` with ``conv`` for ``c*_r`` and ``c4``, then the :class:`MultiLevelESA` (with ``norm`` for MSN)
+    nested as ``esa.body.0``, the :class:`ECCA` and the block input added.
+    """
+
+    def __init__(self, num_features: int, *, conv: ConvFactory = BSConvU,
+                 norm: Callable[[int], nn.Module] | None = None) -> None:
+        super().__init__()
+        c, d = num_features, num_features // 2
+        self.c1_d = nn.Conv2d(c, d, 1)
+        self.c1_r = conv(c, c, 3)
+        self.c2_d = nn.Conv2d(c, d, 1)
+        self.c2_r = conv(c, c, 3)
+        self.c3_d = nn.Conv2d(c, d, 1)
+        self.c3_r = conv(c, c, 3)
+        self.c4 = conv(c, d, 3)
+        self.c5 = nn.Conv2d(4 * d, c, 1)
+        self.esa = NestedResidual(MultiLevelESA(c, c // ESA_RATIO, conv=conv, norm=norm))
+        self.cca = ECCA(c, CCA_REDUCTION)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cca(self.esa(distill(self, x))) + x
+
 
 # Fixed 3x3 masks of the RepBlock edge branches (specs/LSANet.md section 4), applied as cross-correlation and
 # identical for every channel. Each sums to 0, so the merged bias receives only the learnable ``bias``.

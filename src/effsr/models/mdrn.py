@@ -27,103 +27,11 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import ECCA, BSConvU, UpsampleOneStep, local_variance, rgb_mean_tensor
+from .blocks import EADB, BSConvU, UpsampleOneStep, rgb_mean_tensor
 
-# specs/MDRN.md section 2: the ESA works on num_features // 4 channels, the CCA MLP on num_features // 16.
-_ESA_RATIO = 4
-_CCA_REDUCTION = 16
 # specs/MDRN.md section 1: the challenge model's width (MDRN-S); the full MDRN uses 56.
 _MDRN_S_FEATURES = 28
 _MDRN_FEATURES = 56
-
-
-class MDSA(nn.Module):
-    """Multi-level dispersion spatial attention (specs/MDRN.md section 3, "ESA inside MDSA").
-
-    Returns only the gated tensor ``x * m``; :class:`MDSAResidual` adds the input back. The stride-2 BSConvU branches
-    work at 1/2 resolution, then three max-pools (k3 s3 p1, k5 s3 p0, k7 s3 p1; pitfall 10) and a 7x7 stride-3
-    unbiased local variance added to the k7 branch.
-    """
-
-    def __init__(self, num_features: int, esa_channels: int) -> None:
-        super().__init__()
-        f = esa_channels
-        self.conv1 = nn.Conv2d(num_features, f, 1)
-        self.conv_f = nn.Conv2d(f, f, 1)
-        # Branch order matches the official key numbering: 0 -> k3 pool, 1 -> k5 pool, 2 -> k7 pool, 3 -> variance.
-        self.conv2_0 = BSConvU(f, f, 3, stride=2)
-        self.conv2_1 = BSConvU(f, f, 3, stride=2)
-        self.conv2_2 = BSConvU(f, f, 3, stride=2)
-        self.conv2_3 = BSConvU(f, f, 3, stride=2)
-        self.conv_max_0 = BSConvU(f, f, 3)
-        self.conv_max_1 = BSConvU(f, f, 3)
-        self.conv_max_2 = BSConvU(f, f, 3)
-        self.conv3_0 = BSConvU(f, f, 3)
-        self.conv3_1 = BSConvU(f, f, 3)
-        self.conv3_2 = BSConvU(f, f, 3)
-        self.conv4 = nn.Conv2d(f, num_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        c1_ = self.conv1(x)
-        p0 = F.max_pool2d(self.conv2_0(c1_), kernel_size=3, stride=3, padding=1)
-        p1 = F.max_pool2d(self.conv2_1(c1_), kernel_size=5, stride=3, padding=0)
-        p2 = F.max_pool2d(self.conv2_2(c1_), kernel_size=7, stride=3, padding=1)
-        v3 = local_variance(self.conv2_3(c1_), kernel_size=7, stride=3, padding=1)
-        a0 = self.conv3_0(F.gelu(self.conv_max_0(p0)))
-        a1 = self.conv3_1(F.gelu(self.conv_max_1(p1)))
-        a2 = self.conv3_2(F.gelu(self.conv_max_2(p2 + v3)))
-        # Bilinear with the size given (pitfall 15); summed left to right, then + conv_f (float order matters).
-        u0 = F.interpolate(a0, size=size, mode="bilinear", align_corners=False)
-        u1 = F.interpolate(a1, size=size, mode="bilinear", align_corners=False)
-        u2 = F.interpolate(a2, size=size, mode="bilinear", align_corners=False)
-        m = torch.sigmoid(self.conv4(((u0 + u1) + u2) + self.conv_f(c1_)))
-        return x * m
-
-
-class MDSAResidual(nn.Module):
-    """``esa``: the attention nested as ``body.0`` (pitfall 4), plus the input."""
-
-    def __init__(self, num_features: int, esa_channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(MDSA(num_features, esa_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + x
-
-
-class EADB(nn.Module):
-    """Enhanced attention distillation block (specs/MDRN.md section 3, "EADB").
-
-    Three distillation steps (1x1 ``c*_d`` to C/2 with GELU; BSConvU ``c*_r`` + residual, GELU), a BSConvU ``c4`` to
-    C/2, concatenation to 2C, 1x1 ``c5`` back to C, MDSA, ECCA, and the block input added.
-    """
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        c, d = num_features, num_features // 2
-        self.c1_d = nn.Conv2d(c, d, 1)
-        self.c1_r = BSConvU(c, c, 3)
-        self.c2_d = nn.Conv2d(c, d, 1)
-        self.c2_r = BSConvU(c, c, 3)
-        self.c3_d = nn.Conv2d(c, d, 1)
-        self.c3_r = BSConvU(c, c, 3)
-        self.c4 = BSConvU(c, d, 3)
-        self.c5 = nn.Conv2d(4 * d, c, 1)
-        self.esa = MDSAResidual(c, c // _ESA_RATIO)
-        self.cca = ECCA(c, _CCA_REDUCTION)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = F.gelu(self.c1_d(x))
-        r1 = F.gelu(self.c1_r(x) + x)
-        d2 = F.gelu(self.c2_d(r1))
-        r2 = F.gelu(self.c2_r(r1) + r1)
-        d3 = F.gelu(self.c3_d(r2))
-        r3 = F.gelu(self.c3_r(r2) + r2)
-        r4 = F.gelu(self.c4(r3))
-        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
-        out = self.cca(self.esa(out))
-        return out + x
 
 
 class MDRN(nn.Module):

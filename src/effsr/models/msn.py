@@ -26,11 +26,10 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import ECCA, UpsampleOneStep, local_variance, rgb_mean_tensor
+from .blocks import EADB, UpsampleOneStep, rgb_mean_tensor
 
-# specs/MSN.md section 2: ESA width num_features // 4, CCA MLP width num_features // 16, LayerNorm eps 1e-6.
-_ESA_RATIO = 4
-_CCA_REDUCTION = 16
+# specs/MSN.md section 2: the ESA's LayerNorm eps (its width num_features // 4 and the CCA's num_features // 16 are
+# MDRN's, blocks.ESA_RATIO and blocks.CCA_REDUCTION).
 _LN_EPS = 1e-6
 
 
@@ -78,90 +77,6 @@ class ChannelLayerNorm(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
-class MSNAttention(nn.Module):
-    """MSN's multi-level spatial attention (``MDSA`` in the official code; specs/MSN.md section 3).
-
-    LayerNorm first; the mask multiplies the *normalised* tensor (the residual around it adds the raw input).
-    Pools k3 s3 p1, k5 s3 p0, k7 s3 p1 (pitfall 10), 7x7 stride-3 unbiased local variance on the k7 branch.
-    """
-
-    def __init__(self, num_features: int, esa_channels: int) -> None:
-        super().__init__()
-        f = esa_channels
-        self.ln = ChannelLayerNorm(num_features)
-        self.conv1 = nn.Conv2d(num_features, f, 1)
-        self.conv_f = nn.Conv2d(f, f, 1)
-        self.conv2_0 = SeparableBSConvU(f, f, 3, stride=2)
-        self.conv2_1 = SeparableBSConvU(f, f, 3, stride=2)
-        self.conv2_2 = SeparableBSConvU(f, f, 3, stride=2)
-        self.conv2_3 = SeparableBSConvU(f, f, 3, stride=2)
-        self.conv_max_0 = SeparableBSConvU(f, f, 3)
-        self.conv_max_1 = SeparableBSConvU(f, f, 3)
-        self.conv_max_2 = SeparableBSConvU(f, f, 3)
-        self.conv3_0 = SeparableBSConvU(f, f, 3)
-        self.conv3_1 = SeparableBSConvU(f, f, 3)
-        self.conv3_2 = SeparableBSConvU(f, f, 3)
-        self.conv4 = nn.Conv2d(f, num_features, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
-        xn = self.ln(x)
-        c1_ = self.conv1(xn)
-        p0 = F.max_pool2d(self.conv2_0(c1_), kernel_size=3, stride=3, padding=1)
-        p1 = F.max_pool2d(self.conv2_1(c1_), kernel_size=5, stride=3, padding=0)
-        p2 = F.max_pool2d(self.conv2_2(c1_), kernel_size=7, stride=3, padding=1)
-        v3 = local_variance(self.conv2_3(c1_), kernel_size=7, stride=3, padding=1)
-        a0 = self.conv3_0(F.gelu(self.conv_max_0(p0)))
-        a1 = self.conv3_1(F.gelu(self.conv_max_1(p1)))
-        a2 = self.conv3_2(F.gelu(self.conv_max_2(p2 + v3)))
-        u0 = F.interpolate(a0, size=size, mode="bilinear", align_corners=False)
-        u1 = F.interpolate(a1, size=size, mode="bilinear", align_corners=False)
-        u2 = F.interpolate(a2, size=size, mode="bilinear", align_corners=False)
-        m = torch.sigmoid(self.conv4(((u0 + u1) + u2) + self.conv_f(c1_)))
-        return xn * m
-
-
-class MSNAttentionResidual(nn.Module):
-    """``esa``: the attention nested as ``body.0`` (pitfall 4), plus the raw input."""
-
-    def __init__(self, num_features: int, esa_channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(MSNAttention(num_features, esa_channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + x
-
-
-class MDAB(nn.Module):
-    """MSN's block (``EADB`` in the official code): MDRN's distillation wiring with separable BSConvUs."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        c, d = num_features, num_features // 2
-        self.c1_d = nn.Conv2d(c, d, 1)
-        self.c1_r = SeparableBSConvU(c, c, 3)
-        self.c2_d = nn.Conv2d(c, d, 1)
-        self.c2_r = SeparableBSConvU(c, c, 3)
-        self.c3_d = nn.Conv2d(c, d, 1)
-        self.c3_r = SeparableBSConvU(c, c, 3)
-        self.c4 = SeparableBSConvU(c, d, 3)
-        self.c5 = nn.Conv2d(4 * d, c, 1)
-        self.esa = MSNAttentionResidual(c, c // _ESA_RATIO)
-        self.cca = ECCA(c, _CCA_REDUCTION)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d1 = F.gelu(self.c1_d(x))
-        r1 = F.gelu(self.c1_r(x) + x)
-        d2 = F.gelu(self.c2_d(r1))
-        r2 = F.gelu(self.c2_r(r1) + r1)
-        d3 = F.gelu(self.c3_d(r2))
-        r3 = F.gelu(self.c3_r(r2) + r2)
-        r4 = F.gelu(self.c4(r3))
-        out = self.c5(torch.cat([d1, d2, d3, r4], dim=1))
-        out = self.cca(self.esa(out))
-        return out + x
-
-
 class MSN(nn.Module):
     """MSN: ``fea_conv``, ``num_blocks`` blocks (``B1``..``BN``), their outputs *summed* left to right -> ``c1`` ->
     GELU -> ``c2`` + long skip, 3x3 conv + PixelShuffle, mean added back (specs/MSN.md section 3).
@@ -181,7 +96,9 @@ class MSN(nn.Module):
         # 'same' as in the official code (fvcore skips it; the profiler reproduces that, specs/MSN.md section 5).
         self.fea_conv = nn.Conv2d(3, num_features, 3, padding="same")
         for i in range(1, num_blocks + 1):
-            setattr(self, f"B{i}", MDAB(num_features))
+            # MSN's block ("MDAB"; "EADB" in the official code): MDRN's wiring with separable BSConvUs and the
+            # LayerNorm ESA (specs/MSN.md section 3).
+            setattr(self, f"B{i}", EADB(num_features, conv=SeparableBSConvU, norm=ChannelLayerNorm))
         self.c1 = nn.Conv2d(num_features, num_features, 1)
         self.c2 = SeparableBSConvU(num_features, num_features, 3)
         self.upsampler = UpsampleOneStep(num_features, 3, self.scale)

@@ -88,3 +88,14 @@ def test_native_passes_can_be_disabled_on_rlfn(weights_dir: Path) -> None:
         with torch.inference_mode():
             err = float((graph(x.contiguous(memory_format=torch.channels_last)) - model(x)).abs().max())
         assert err <= 5e-5, name
+
+
+def test_the_rgb_mean_is_a_buffer_that_leaves_the_state_dict_alone(weights_dir: Path) -> None:
+    """blocks.register_mean: a non-persistent buffer, so it moves and casts with the model (no cast per forward,
+    hence no fold_constants work on it above) and official weights keep loading strictly."""
+    for name in ("mdrn_s", "msn", "agdn", "lsanet", "ifadnet", "span"):
+        model = effsr.load(name)
+        buffers = dict(model.named_buffers())
+        key = "rgb_mean" if name == "span" else "mean"
+        assert key in buffers and not any("mean" in k for k in model.state_dict()), name
+        assert model.double().get_buffer(key).dtype == torch.float64

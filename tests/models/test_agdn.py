@@ -62,7 +62,7 @@ def test_parameter_count_and_attributes(model: AGDN) -> None:
     assert model.scale == 4
     assert model.tiling.min_size == 15
     assert model.tlc is True
-    assert not any("mean" in k for k in model.state_dict())  # plain attribute, not a buffer (pitfall 5)
+    assert not any("mean" in k for k in model.state_dict())  # a non-persistent buffer: no state_dict entry
 
 
 def test_strict_loading(state_dict: dict[str, torch.Tensor]) -> None:

@@ -88,7 +88,7 @@ def test_widths_and_defaults() -> None:
     assert effsr.build_model("msn").fea_conv.out_channels == 28
     # Minimum LR sizes (../shared/specs/README.md section 5).
     assert effsr.build_model("mdrn_s").tiling.min_size == 15 and effsr.build_model("msn").tiling.min_size == 29
-    # The mean is a plain tensor, never a state_dict entry (pitfall 5).
+    # The mean is a non-persistent buffer, never a state_dict entry (../shared/specs/README.md section 5).
     assert not any("mean" in k for k in effsr.build_model("mdrn_s").state_dict())
 
 

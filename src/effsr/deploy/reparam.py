@@ -30,7 +30,8 @@ def reparameterize_model(model: nn.Module, inplace: bool = False) -> nn.Module:
 
 
 def cast_plain_tensors(model: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move plain tensor attributes (the RGB mean is deliberately not a buffer, pitfall 5) with the module."""
+    """Move plain tensor attributes with the module (a foreign model may keep constants that way; the zoo keeps its
+    RGB mean as a non-persistent buffer, which moves by itself)."""
     for mod in model.modules():
         for name, value in list(vars(mod).items()):
             if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and not name.startswith("_"):

@@ -26,7 +26,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, StateDict, register_model
-from .blocks import CCA, BSConvU, NestedResidual, PixelShuffleUpsampler, distill, local_variance, rgb_mean_tensor
+from .blocks import CCA, BSConvU, NestedResidual, PixelShuffleUpsampler, distill, local_variance, register_mean
 
 __all__ = ["AGDN", "agdn", "detect", "tlc_window_starts"]
 
@@ -299,8 +299,8 @@ class AGDN(nn.Module):
         # (specs/AGDN.md section 3.6), so that each tile attends like the whole image.
         self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6, min_tile=tlc_window)
         self.num_blocks = num_blocks
-        # Plain attribute, not a buffer: it must stay out of the state_dict (pitfall 5).
-        self.mean = rgb_mean_tensor()
+        # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
+        register_mean(self)
         self.fea_conv = nn.Conv2d(in_channels, num_features, 3, padding=1)
         # Blocks are attributes B1..Bn, as in the official state_dict (section 2), not a ModuleList.
         for n in range(1, num_blocks + 1):
@@ -330,7 +330,7 @@ class AGDN(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        mean = self.mean
         fea = self.fea_conv(x - mean)
         feats = []
         out = fea

@@ -25,7 +25,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, StateDict, register_model
-from .blocks import ESA, RepBlock, UpsampleOneStep, rgb_mean_tensor
+from .blocks import ESA, RepBlock, UpsampleOneStep, register_mean
 
 # ESA width of every attention block (specs/IFADNet.md section 2: esa.conv1 36 -> 16).
 ESA_CHANNELS = 16
@@ -83,8 +83,8 @@ class IFADNet(nn.Module):
         self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
         self.deploy = deploy
-        # Plain tensor, not a buffer: the official state_dict has no mean entry (pitfall 5).
-        self.mean = rgb_mean_tensor()
+        # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
+        register_mean(self)
         # padding='same' as in the official code: fvcore skips such convs, which the factsheet FLOPs reflect.
         self.fea_conv = nn.Conv2d(in_channels, num_features, 3, padding="same")
         self.block_names = tuple(f"B{i}" for i in range(1, num_blocks + 1))
@@ -95,7 +95,7 @@ class IFADNet(nn.Module):
         self.upsampler = UpsampleOneStep(num_features, out_channels, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        mean = self.mean
         out_fea = self.fea_conv(x - mean)
         feats = []
         h = out_fea

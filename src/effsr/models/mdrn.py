@@ -27,7 +27,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import EADB, BSConvU, UpsampleOneStep, rgb_mean_tensor
+from .blocks import EADB, BSConvU, UpsampleOneStep, register_mean
 
 # specs/MDRN.md section 1: the challenge model's width (MDRN-S); the full MDRN uses 56.
 _MDRN_S_FEATURES = 28
@@ -48,8 +48,8 @@ class MDRN(nn.Module):
         # section 5); MDSA's stride-2 BSConvU then stride-3 pools and local variance repeat every 6 LR pixels.
         self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
-        # Plain tensor, not a buffer: it is no state_dict entry (pitfall 5). Moved to the input's device in forward.
-        self.mean = rgb_mean_tensor()
+        # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
+        register_mean(self)
         # 'same' as in the official code (fvcore skips it; the profiler reproduces that, specs/MDRN.md section 5).
         self.fea_conv = nn.Conv2d(3, num_features, 3, padding="same")
         # Attributes B1..BN, not a ModuleList: the official keys read ``B<i>.*`` (pitfall 4).
@@ -60,7 +60,7 @@ class MDRN(nn.Module):
         self.upsampler = UpsampleOneStep(num_features, 3, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        mean = self.mean
         out_fea = self.fea_conv(x - mean)
         outs = []
         out = out_fea

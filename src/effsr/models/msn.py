@@ -26,7 +26,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import EADB, UpsampleOneStep, rgb_mean_tensor
+from .blocks import EADB, UpsampleOneStep, register_mean
 
 # specs/MSN.md section 2: the ESA's LayerNorm eps (its width num_features // 4 and the CCA's num_features // 16 are
 # MDRN's, blocks.ESA_RATIO and blocks.CCA_REDUCTION).
@@ -91,8 +91,8 @@ class MSN(nn.Module):
         # section 5). Stride 2 in both separable halves (1/4 resolution), then stride 3: a period of 12 LR pixels.
         self.tiling = TilingSpec(scale=self.scale, min_size=29, stride_period=12)
         self.num_blocks = num_blocks
-        # Plain tensor, not a buffer (pitfall 5); moved to the input's device in forward.
-        self.mean = rgb_mean_tensor()
+        # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
+        register_mean(self)
         # 'same' as in the official code (fvcore skips it; the profiler reproduces that, specs/MSN.md section 5).
         self.fea_conv = nn.Conv2d(3, num_features, 3, padding="same")
         for i in range(1, num_blocks + 1):
@@ -104,7 +104,7 @@ class MSN(nn.Module):
         self.upsampler = UpsampleOneStep(num_features, 3, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.mean.to(device=x.device, dtype=x.dtype)
+        mean = self.mean
         out_fea = self.fea_conv(x - mean)
         out = self.B1(out_fea)
         total = out

@@ -25,7 +25,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import DIV2K_RGB_MEAN, PixelShuffleUpsampler, rgb_mean_tensor
+from .blocks import PixelShuffleUpsampler, register_mean
 
 # specs/SPAN.md section 1: img_range 255; inside, x' = (x - mean) * 255 and the output is used as is.
 _IMG_RANGE = 255.0
@@ -90,8 +90,8 @@ class SPAN(nn.Module):
         # so tiles are exact once their seam band covers that radius.
         self.tiling = TilingSpec(scale=self.scale, receptive_radius=3 * num_blocks + 3, exact=True)
         self.num_blocks = num_blocks
-        # Plain tensor attribute, not a buffer: the official state_dict has no mean (pitfall 5).
-        self.rgb_mean = rgb_mean_tensor(DIV2K_RGB_MEAN)
+        # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
+        register_mean(self, "rgb_mean")
         self.conv_1 = Conv3XC(in_channels, num_features)
         # Attributes block_1..block_N, matching the official keys ``block_<i>.*`` (pitfall 4).
         for i in range(1, num_blocks + 1):
@@ -101,7 +101,7 @@ class SPAN(nn.Module):
         self.upsampler = PixelShuffleUpsampler(num_features, out_channels, self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = self.rgb_mean.to(device=x.device, dtype=x.dtype)
+        mean = self.rgb_mean
         x = (x - mean) * _IMG_RANGE
         out_feature = self.conv_1(x)
         out = out_feature

@@ -9,7 +9,7 @@ import torch
 
 import effsr
 from effsr.models import detect_architecture
-from effsr.models.agdn import AGDN, agdn, detect, tlc_window_starts
+from effsr.models.agdn import AGDN, detect, tlc_window_starts
 from effsr.weights import read_state_dict
 
 from ..conftest import make_test_vector, require
@@ -58,7 +58,7 @@ def test_test_vector(model: AGDN) -> None:
 
 def test_parameter_count_and_attributes(model: AGDN) -> None:
     assert sum(p.numel() for p in model.parameters()) == 69_272  # spec section 1, factsheet 0.069 M
-    assert sum(p.numel() for p in agdn().parameters()) == 69_272
+    assert sum(p.numel() for p in AGDN().parameters()) == 69_272
     assert model.scale == 4
     assert model.tiling.min_size == 15
     assert model.tlc is True

@@ -8,7 +8,9 @@ with the closest registered names.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +114,22 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
         + (f" (close candidates: {', '.join(tried)})" if tried else "")
         + f"; first keys: {list(state_dict)[:5]}"
     )
+
+
+def count_numbered(state_dict: StateDict, prefix: str, first: int = 1) -> int | None:
+    """How many numbered submodules ``<prefix><i>.*`` the keys hold (``i = first, first + 1, ...``: ``B1``..``B8``,
+    ``block_1``.., ``feats.0``..), or None when there are none or the numbers have gaps. For detectors."""
+    found = {int(m.group(1)) for k in state_dict if (m := re.match(rf"{re.escape(prefix)}(\d+)\.", k))}
+    if not found or found != set(range(first, first + len(found))):
+        return None
+    return len(found)
+
+
+def upsampler_scale(out_rows: int, channels: int) -> int | None:
+    """The scale of a pixel-shuffle upsampler whose conv emits ``out_rows = channels * scale**2`` channels, or None
+    when ``out_rows`` is no such number. For detectors."""
+    scale = math.isqrt(int(out_rows) // int(channels)) if channels > 0 else 0
+    return scale if scale >= 1 and channels * scale * scale == out_rows else None
 
 
 def _shape_mismatch(expected: StateDict, got: StateDict) -> str | None:

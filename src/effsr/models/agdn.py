@@ -25,10 +25,10 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, register_model
+from ._registry import ModelSpec, StateDict, register_model, upsampler_scale
 from .blocks import CCA, BSConvU, NestedResidual, PixelShuffleUpsampler, distill, local_variance, register_mean
 
-__all__ = ["AGDN", "agdn", "detect", "tlc_window_starts"]
+__all__ = ["AGDN", "detect", "tlc_window_starts"]
 
 # --------------------------------------------------------------------------------------------------------------
 # Blocks specific to AGDN
@@ -274,6 +274,8 @@ class AGDN(nn.Module):
 
     ``tlc`` selects the test-time local converter in eval mode (as shipped, section 3.6); change it on a built
     model with ``model.tlc = False`` or ``model.set_tlc(False)``. Training mode always uses global attention.
+
+    Defaults: the NTIRE 2024 configuration (24 features, 4 blocks, x4, TLC on).
     """
 
     def __init__(
@@ -346,11 +348,6 @@ class AGDN(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def agdn(**kwargs: Any) -> AGDN:
-    """Build an AGDN (defaults: the NTIRE 2024 configuration, 24 features, 4 blocks, x4, TLC on)."""
-    return AGDN(**kwargs)
-
-
 def detect(state_dict: StateDict) -> dict[str, Any] | None:
     """Constructor kwargs for a bare AGDN state_dict, or None when the keys are not AGDN's."""
     if "fea_conv.weight" not in state_dict or "B1.ea.restormer_attn.temperature" not in state_dict:
@@ -361,9 +358,8 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     while f"B{num_blocks + 1}.c1_d.weight" in state_dict:
         num_blocks += 1
     # The upsampler holds out_channels * scale^2 filters; out_channels is taken equal to in_channels.
-    up = int(state_dict["upsampler.0.weight"].shape[0])
-    scale = math.isqrt(up // in_channels)
-    if scale * scale * in_channels != up:
+    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], in_channels)
+    if scale is None:
         return None
     return {
         "scale": scale,
@@ -395,7 +391,7 @@ AGDN_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="agdn",
-        builder=agdn,
+        builder=AGDN,
         weights=(AGDN_NTIRE2024,),
         detect=detect,
         description="Attention Guidance Distillation Network (NTIRE 2024 ESR, team 31), 69K params",

@@ -14,8 +14,6 @@ RepBlocks; :meth:`LSANet.reparameterize` (or :func:`effsr.deploy.reparameterize_
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import torch
@@ -24,7 +22,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, register_model
+from ._registry import ModelSpec, StateDict, count_numbered, register_model, upsampler_scale
 from .blocks import ESA, BSConvU, RepBlock, UpsampleOneStep, register_mean
 
 # ESA width of every attention block (specs/LSANet.md section 2: esa.conv1 36 -> 16).
@@ -63,6 +61,8 @@ class LSANet(nn.Module):
 
     ``x - mean -> fea_conv -> B1..B{num_blocks} -> c2(GELU(c1(cat))) + F0 -> upsampler -> + mean``.
     Input and output are float RGB in [0, 1]; no clamping inside.
+
+    Defaults: the NTIRE 2024 configuration, randomly initialised in training form unless ``deploy=True``.
     """
 
     def __init__(
@@ -115,26 +115,6 @@ class LSANet(nn.Module):
         self.deploy = True
 
 
-def lsanet(
-    *,
-    scale: int = 4,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    num_features: int = 36,
-    num_blocks: int = 6,
-    deploy: bool = False,
-) -> LSANet:
-    """A randomly initialised LSANet (training form unless ``deploy=True``)."""
-    return LSANet(
-        scale=scale,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_features=num_features,
-        num_blocks=num_blocks,
-        deploy=deploy,
-    )
-
-
 def detect_lsanet(state_dict: StateDict) -> dict[str, Any] | None:
     """Constructor kwargs from the keys/shapes of an LSANet state_dict (either form), or None.
 
@@ -145,14 +125,12 @@ def detect_lsanet(state_dict: StateDict) -> dict[str, Any] | None:
     if not all(k in state_dict for k in needed):
         return None
     num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"B(\d+)\.", k))}
-    num_blocks = max(blocks)
-    if blocks != set(range(1, num_blocks + 1)):
+    num_blocks = count_numbered(state_dict, "B")
+    if num_blocks is None:
         return None
     out_channels = in_channels
-    up = state_dict["upsampler.upsampleOneStep.0.weight"].shape[0]
-    scale = math.isqrt(up // out_channels)
-    if scale * scale * out_channels != up:
+    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], out_channels)
+    if scale is None:
         return None
     return {
         "scale": scale,
@@ -186,7 +164,7 @@ LSANET_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="lsanet",
-        builder=lsanet,
+        builder=LSANet,
         weights=(LSANET_NTIRE2024,),
         detect=detect_lsanet,
         description="LSANet (NTIRE 2024 ESR team 44): re-parameterizable blocks with edge branches + RLFN-style ESA",

@@ -16,7 +16,6 @@ added back after the pixel shuffle. No clamping.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
 from .blocks import EADB, BSConvU, UpsampleOneStep, register_mean
 
 # specs/MDRN.md section 1: the challenge model's width (MDRN-S); the full MDRN uses 56.
@@ -39,6 +38,8 @@ class MDRN(nn.Module):
     skip, 3x3 conv + PixelShuffle, mean added back (specs/MDRN.md section 3).
 
     Input and output are float RGB in [0,1]; the mean shift is internal. No clamping.
+
+    Defaults: the full MDRN of the paper (56 channels, 8 blocks, x4); ``mdrn_s`` builds the 28-channel challenge model.
     """
 
     def __init__(self, *, scale: int = 4, num_features: int = _MDRN_FEATURES, num_blocks: int = 8) -> None:
@@ -76,11 +77,6 @@ def mdrn_s(*, scale: int = 4, num_features: int = _MDRN_S_FEATURES, num_blocks: 
     return MDRN(scale=scale, num_features=num_features, num_blocks=num_blocks)
 
 
-def mdrn(*, scale: int = 4, num_features: int = _MDRN_FEATURES, num_blocks: int = 8) -> MDRN:
-    """Build the full MDRN of the paper (defaults: 56 channels, 8 blocks, x4)."""
-    return MDRN(scale=scale, num_features=num_features, num_blocks=num_blocks)
-
-
 def _detect_any_mdrn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Constructor kwargs of any MDRN-family state_dict (any width), or None when the keys are not MDRN's."""
     needed = ("fea_conv.weight", "B1.c1_r.dw.weight", "B1.esa.body.0.conv2_3.dw.weight", "B1.cca.body.3.weight",
@@ -91,16 +87,14 @@ def _detect_any_mdrn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] |
     num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
     if in_channels != 3:  # the mean shift is RGB
         return None
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"B(\d+)\.", k))}
-    num_blocks = max(blocks)
-    if blocks != set(range(1, num_blocks + 1)):
+    num_blocks = count_numbered(state_dict, "B")
+    if num_blocks is None:
         return None
     # MDRN concatenates the block outputs (c1 is N*C -> C); MSN sums them (C -> C).
     if state_dict["c1.weight"].shape[1] != num_blocks * num_features:
         return None
-    up = int(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0])
-    scale = round((up / 3) ** 0.5)
-    if 3 * scale * scale != up:
+    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], 3)
+    if scale is None:
         return None
     return {"scale": scale, "num_features": int(num_features), "num_blocks": num_blocks}
 
@@ -183,7 +177,7 @@ register_model(
 register_model(
     ModelSpec(
         name="mdrn",
-        builder=mdrn,
+        builder=MDRN,
         weights=(MDRN_X4, MDRN_X3, MDRN_X2),
         detect=detect_mdrn,
         description="MDRN, Multi-level Dispersion Residual Network (56 channels; x4, x3, x2 weights)",

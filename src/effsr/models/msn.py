@@ -15,7 +15,6 @@ concatenated, so ``c1`` is C -> C. Input and output are RGB in [0,1] with the DI
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
 from .blocks import EADB, UpsampleOneStep, register_mean
 
 # specs/MSN.md section 2: the ESA's LayerNorm eps (its width num_features // 4 and the CCA's num_features // 16 are
@@ -82,6 +81,8 @@ class MSN(nn.Module):
     GELU -> ``c2`` + long skip, 3x3 conv + PixelShuffle, mean added back (specs/MSN.md section 3).
 
     Input and output are float RGB in [0,1]; the mean shift is internal. No clamping.
+
+    Defaults: the NTIRE 2024 team 28 model (28 channels, 8 blocks, x4).
     """
 
     def __init__(self, *, scale: int = 4, num_features: int = 28, num_blocks: int = 8) -> None:
@@ -115,11 +116,6 @@ class MSN(nn.Module):
         return self.upsampler(out) + mean
 
 
-def msn(*, scale: int = 4, num_features: int = 28, num_blocks: int = 8) -> MSN:
-    """Build MSN (defaults: the NTIRE 2024 team 28 model, 28 channels, 8 blocks, x4)."""
-    return MSN(scale=scale, num_features=num_features, num_blocks=num_blocks)
-
-
 def detect_msn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Constructor kwargs from the key names and shapes of a bare MSN state_dict, or None."""
     needed = ("fea_conv.weight", "B1.c1_r.dw1.weight", "B1.esa.body.0.ln.weight", "B1.cca.body.3.weight",
@@ -129,13 +125,11 @@ def detect_msn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
     if in_channels != 3:  # the mean shift is RGB
         return None
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"B(\d+)\.", k))}
-    num_blocks = max(blocks)
-    if blocks != set(range(1, num_blocks + 1)):
+    num_blocks = count_numbered(state_dict, "B")
+    if num_blocks is None:
         return None
-    up = int(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0])
-    scale = round((up / 3) ** 0.5)
-    if 3 * scale * scale != up:
+    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], 3)
+    if scale is None:
         return None
     return {"scale": scale, "num_features": int(num_features), "num_blocks": num_blocks}
 
@@ -161,7 +155,7 @@ MSN_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="msn",
-        builder=msn,
+        builder=MSN,
         weights=(MSN_NTIRE2024,),
         detect=detect_msn,
         description="MSN (NTIRE 2024 team 28): MDRN derivative with separable BSConvs and a LayerNorm ESA",

@@ -15,7 +15,6 @@ network sees the same integers as in the official harness.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
 from .blocks import ESA, PixelShuffleUpsampler
 
 # specs/RLFN.md section 2 / specs/README.md pitfall 15: LeakyReLU slope 0.05 (RLFN only).
@@ -62,6 +61,8 @@ class RLFN(nn.Module):
     """RLFN_Prune: conv_1, ``num_blocks`` sequential RLFBs, conv_2 + long skip, conv + PixelShuffle.
 
     Input and output are float RGB in [0,1]; the 0..255 scaling is internal. No clamping.
+
+    Defaults: the NTIRE 2024 baseline ``RLFN_Prune`` (46/48/16 channels, 4 blocks, x4).
     """
 
     def __init__(
@@ -98,28 +99,6 @@ class RLFN(nn.Module):
         return self.upsampler(out) / _PIXEL_RANGE
 
 
-def rlfn(
-    *,
-    scale: int = 4,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    num_features: int = 46,
-    mid_channels: int = 48,
-    esa_channels: int = 16,
-    num_blocks: int = 4,
-) -> RLFN:
-    """Build an RLFN (defaults: the NTIRE 2024 baseline ``RLFN_Prune``, 46/48/16 channels, 4 blocks, x4)."""
-    return RLFN(
-        scale=scale,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_features=num_features,
-        mid_channels=mid_channels,
-        esa_channels=esa_channels,
-        num_blocks=num_blocks,
-    )
-
-
 def detect_rlfn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Constructor kwargs from the key names and shapes of a bare RLFN state_dict, or None."""
     needed = ("conv_1.weight", "block_1.c1_r.weight", "block_1.c5.weight", "block_1.esa.conv_f.weight",
@@ -127,15 +106,13 @@ def detect_rlfn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
     if not all(k in state_dict for k in needed) or "block_1.c1_r.eval_conv.weight" in state_dict:
         return None
     num_features, in_channels = state_dict["conv_1.weight"].shape[:2]
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"block_(\d+)\.", k))}
-    num_blocks = max(blocks)
-    if blocks != set(range(1, num_blocks + 1)):
+    num_blocks = count_numbered(state_dict, "block_")
+    if num_blocks is None:
         return None
     # The upsampler emits out_channels * scale^2 channels; out_channels is taken equal to in_channels (RGB).
     out_channels = int(in_channels)
-    up = state_dict["upsampler.0.weight"].shape[0]
-    scale = round((up / out_channels) ** 0.5)
-    if out_channels * scale * scale != up:
+    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], out_channels)
+    if scale is None:
         return None
     return {
         "scale": scale,
@@ -177,7 +154,7 @@ RLFN_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="rlfn",
-        builder=rlfn,
+        builder=RLFN,
         weights=(RLFN_NTIRE2024,),
         detect=detect_rlfn,
         description="Residual Local Feature Network (RLFN_Prune), 0..255 inside, no mean shift",

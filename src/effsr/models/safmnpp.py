@@ -15,7 +15,6 @@ to the PixelShuffle output.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
 
 # specs/SAFMNPP.md section 3: the modulation branch pools to (h // 8, w // 8).
 _POOL_DIVISOR = 8
@@ -87,6 +86,8 @@ class SAFMNPP(nn.Module):
     """SAFMN++: to_feat 3x3, ``num_blocks`` AttBlocks, 3x3 conv + PixelShuffle, + bilinear upscaled input.
 
     Input and output are float RGB in [0,1]. No clamping.
+
+    Defaults: the NTIRE 2024 team 23 model (36 channels, 6 blocks, FFN x1.5, x4).
     """
 
     def __init__(
@@ -118,26 +119,6 @@ class SAFMNPP(nn.Module):
         return self.to_img(self.feats(self.to_feat(x))) + res
 
 
-def safmnpp(
-    *,
-    scale: int = 4,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    num_features: int = 36,
-    num_blocks: int = 6,
-    ffn_scale: float = 1.5,
-) -> SAFMNPP:
-    """Build a SAFMN++ (defaults: the NTIRE 2024 team 23 model, 36 channels, 6 blocks, FFN x1.5, x4)."""
-    return SAFMNPP(
-        scale=scale,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_features=num_features,
-        num_blocks=num_blocks,
-        ffn_scale=ffn_scale,
-    )
-
-
 def detect_safmnpp(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Constructor kwargs from the key names and shapes of a bare SAFMN++ state_dict, or None."""
     needed = ("to_feat.weight", "feats.0.conv1.proj.weight", "feats.0.conv1.dwconv.weight",
@@ -145,18 +126,16 @@ def detect_safmnpp(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | N
     if not all(k in state_dict for k in needed):
         return None
     num_features, in_channels = state_dict["to_feat.weight"].shape[:2]
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"feats\.(\d+)\.", k))}
-    num_blocks = max(blocks) + 1
-    if blocks != set(range(num_blocks)):
+    num_blocks = count_numbered(state_dict, "feats.", first=0)
+    if num_blocks is None:
         return None
     hidden = int(state_dict["feats.0.conv2.conv1.weight"].shape[0])
     ffn_scale = hidden / int(num_features)
     if int(num_features * ffn_scale) != hidden:
         return None
     out_channels = int(in_channels)  # required by the image-level skip
-    up = state_dict["to_img.0.weight"].shape[0]
-    scale = round((up / out_channels) ** 0.5)
-    if out_channels * scale * scale != up:
+    scale = upsampler_scale(state_dict["to_img.0.weight"].shape[0], out_channels)
+    if scale is None:
         return None
     return {
         "scale": scale,
@@ -190,7 +169,7 @@ SAFMNPP_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="safmnpp",
-        builder=safmnpp,
+        builder=SAFMNPP,
         weights=(SAFMNPP_NTIRE2024,),
         detect=detect_safmnpp,
         description="SAFMN++: simplified spatially-adaptive feature modulation, [0,1], bilinear image skip",

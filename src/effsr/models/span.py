@@ -14,7 +14,6 @@ Unlike the official constructor, nothing here calls ``.cuda()`` or runs a dummy 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, register_model
+from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
 from .blocks import PixelShuffleUpsampler, register_mean
 
 # specs/SPAN.md section 1: img_range 255; inside, x' = (x - mean) * 255 and the output is used as is.
@@ -70,6 +69,8 @@ class SPAN(nn.Module):
 
     Input [0,1] RGB; the mean shift and x255 happen inside and the output is *not* rescaled or shifted back
     (specs/README.md pitfall 6): the trained network emits [0,1] values directly. No clamping.
+
+    Defaults: the NTIRE 2024 ``span_ch28_slim`` model (28 channels, 6 blocks, x4).
     """
 
     def __init__(
@@ -117,24 +118,6 @@ class SPAN(nn.Module):
         return self.upsampler(fused)
 
 
-def span(
-    *,
-    scale: int = 4,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    num_features: int = 28,
-    num_blocks: int = 6,
-) -> SPAN:
-    """Build a SPAN in deploy form (defaults: the NTIRE 2024 ``span_ch28_slim`` model, 28 channels, 6 blocks, x4)."""
-    return SPAN(
-        scale=scale,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_features=num_features,
-        num_blocks=num_blocks,
-    )
-
-
 def detect_span(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     """Constructor kwargs from the key names and shapes of a bare SPAN (deploy form) state_dict, or None."""
     needed = ("conv_1.eval_conv.weight", "block_1.c1_r.eval_conv.weight", "conv_cat.weight",
@@ -144,15 +127,13 @@ def detect_span(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
     num_features, in_channels = state_dict["conv_1.eval_conv.weight"].shape[:2]
     if state_dict["conv_cat.weight"].shape[1] != 4 * num_features:
         return None
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"block_(\d+)\.", k))}
-    num_blocks = max(blocks)
-    if blocks != set(range(1, num_blocks + 1)):
+    num_blocks = count_numbered(state_dict, "block_")
+    if num_blocks is None:
         return None
     # The upsampler emits out_channels * scale^2 channels; out_channels is taken equal to in_channels (RGB).
     out_channels = int(in_channels)
-    up = state_dict["upsampler.0.weight"].shape[0]
-    scale = round((up / out_channels) ** 0.5)
-    if out_channels * scale * scale != up:
+    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], out_channels)
+    if scale is None:
         return None
     return {
         "scale": scale,
@@ -184,7 +165,7 @@ SPAN_NTIRE2024 = WeightsRecord(
 register_model(
     ModelSpec(
         name="span",
-        builder=span,
+        builder=SPAN,
         weights=(SPAN_NTIRE2024,),
         detect=detect_span,
         description="Swift Parameter-free Attention Network (deploy form), mean shift and x255 inside",

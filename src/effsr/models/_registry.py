@@ -132,6 +132,23 @@ def upsampler_scale(out_rows: int, channels: int) -> int | None:
     return scale if scale >= 1 and channels * scale * scale == out_rows else None
 
 
+def read_common(state_dict: StateDict, *, stem: str, blocks: str, upsampler: str,
+                first_block: int = 1) -> dict[str, int] | None:
+    """The constructor arguments the zoo's pixel-shuffle networks share, read from a state_dict: ``num_features``
+    and ``in_channels`` from the stem conv's weight ``stem``, ``num_blocks`` from the numbered ``blocks`` prefix
+    (:func:`count_numbered`), ``scale`` from the upsampler conv's weight ``upsampler`` (:func:`upsampler_scale`),
+    ``out_channels`` taken equal to ``in_channels`` (RGB in, RGB out). None when the keys do not fit."""
+    if stem not in state_dict or upsampler not in state_dict:
+        return None
+    num_features, in_channels = (int(n) for n in state_dict[stem].shape[:2])
+    num_blocks = count_numbered(state_dict, blocks, first_block)
+    scale = upsampler_scale(state_dict[upsampler].shape[0], in_channels)
+    if num_blocks is None or scale is None:
+        return None
+    return {"scale": scale, "in_channels": in_channels, "out_channels": in_channels, "num_features": num_features,
+            "num_blocks": num_blocks}
+
+
 def _shape_mismatch(expected: StateDict, got: StateDict) -> str | None:
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]

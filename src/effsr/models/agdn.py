@@ -25,7 +25,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, register_model, upsampler_scale
+from ._registry import ModelSpec, StateDict, read_common, register_model
 from .blocks import CCA, BSConvU, NestedResidual, PixelShuffleUpsampler, distill, local_variance, register_mean
 
 __all__ = ["AGDN", "detect", "tlc_window_starts"]
@@ -352,22 +352,7 @@ def detect(state_dict: StateDict) -> dict[str, Any] | None:
     """Constructor kwargs for a bare AGDN state_dict, or None when the keys are not AGDN's."""
     if "fea_conv.weight" not in state_dict or "B1.ea.restormer_attn.temperature" not in state_dict:
         return None
-    fea = state_dict["fea_conv.weight"]
-    num_features, in_channels = int(fea.shape[0]), int(fea.shape[1])
-    num_blocks = 0
-    while f"B{num_blocks + 1}.c1_d.weight" in state_dict:
-        num_blocks += 1
-    # The upsampler holds out_channels * scale^2 filters; out_channels is taken equal to in_channels.
-    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], in_channels)
-    if scale is None:
-        return None
-    return {
-        "scale": scale,
-        "in_channels": in_channels,
-        "out_channels": in_channels,
-        "num_features": num_features,
-        "num_blocks": num_blocks,
-    }
+    return read_common(state_dict, stem="fea_conv.weight", blocks="B", upsampler="upsampler.0.weight")
 
 
 AGDN_NTIRE2024 = WeightsRecord(

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, StateDict, read_common, register_model
 from .blocks import ESA, BSConvU, RepBlock, UpsampleOneStep, register_mean
 
 # ESA width of every attention block (specs/LSANet.md section 2: esa.conv1 36 -> 16).
@@ -124,22 +124,10 @@ def detect_lsanet(state_dict: StateDict) -> dict[str, Any] | None:
     needed = ("fea_conv.weight", "B1.c1_r.pw.weight", "c2.pw.weight", "upsampler.upsampleOneStep.0.weight")
     if not all(k in state_dict for k in needed):
         return None
-    num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
-    num_blocks = count_numbered(state_dict, "B")
-    if num_blocks is None:
+    kwargs = read_common(state_dict, stem="fea_conv.weight", blocks="B", upsampler="upsampler.upsampleOneStep.0.weight")
+    if kwargs is None:
         return None
-    out_channels = in_channels
-    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], out_channels)
-    if scale is None:
-        return None
-    return {
-        "scale": scale,
-        "in_channels": int(in_channels),
-        "out_channels": int(out_channels),
-        "num_features": int(num_features),
-        "num_blocks": num_blocks,
-        "deploy": not any(".rbr_3x3_branch." in k for k in state_dict),
-    }
+    return {**kwargs, "deploy": not any(".rbr_3x3_branch." in k for k in state_dict)}
 
 
 LSANET_NTIRE2024 = WeightsRecord(

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, read_common, register_model
 from .blocks import EADB, BSConvU, UpsampleOneStep, register_mean
 
 # specs/MDRN.md section 1: the challenge model's width (MDRN-S); the full MDRN uses 56.
@@ -84,19 +84,13 @@ def _detect_any_mdrn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] |
     # MSN shares most key names but has separable dw1/dw2 convs and an ESA LayerNorm.
     if not all(k in state_dict for k in needed) or "B1.esa.body.0.ln.weight" in state_dict:
         return None
-    num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
-    if in_channels != 3:  # the mean shift is RGB
-        return None
-    num_blocks = count_numbered(state_dict, "B")
-    if num_blocks is None:
+    kwargs = read_common(state_dict, stem="fea_conv.weight", blocks="B", upsampler="upsampler.upsampleOneStep.0.weight")
+    if kwargs is None or kwargs["in_channels"] != 3:  # the mean shift is RGB
         return None
     # MDRN concatenates the block outputs (c1 is N*C -> C); MSN sums them (C -> C).
-    if state_dict["c1.weight"].shape[1] != num_blocks * num_features:
+    if state_dict["c1.weight"].shape[1] != kwargs["num_blocks"] * kwargs["num_features"]:
         return None
-    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], 3)
-    if scale is None:
-        return None
-    return {"scale": scale, "num_features": int(num_features), "num_blocks": num_blocks}
+    return {k: kwargs[k] for k in ("scale", "num_features", "num_blocks")}
 
 
 def detect_mdrn_s(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, read_common, register_model
 from .blocks import EADB, UpsampleOneStep, register_mean
 
 # specs/MSN.md section 2: the ESA's LayerNorm eps (its width num_features // 4 and the CCA's num_features // 16 are
@@ -122,16 +122,10 @@ def detect_msn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
               "c1.weight", "c2.dw2.weight", "upsampler.upsampleOneStep.0.weight")
     if not all(k in state_dict for k in needed):
         return None
-    num_features, in_channels = state_dict["fea_conv.weight"].shape[:2]
-    if in_channels != 3:  # the mean shift is RGB
+    kwargs = read_common(state_dict, stem="fea_conv.weight", blocks="B", upsampler="upsampler.upsampleOneStep.0.weight")
+    if kwargs is None or kwargs["in_channels"] != 3:  # the mean shift is RGB
         return None
-    num_blocks = count_numbered(state_dict, "B")
-    if num_blocks is None:
-        return None
-    scale = upsampler_scale(state_dict["upsampler.upsampleOneStep.0.weight"].shape[0], 3)
-    if scale is None:
-        return None
-    return {"scale": scale, "num_features": int(num_features), "num_blocks": num_blocks}
+    return {k: kwargs[k] for k in ("scale", "num_features", "num_blocks")}
 
 
 _REPO = "Amazingren/NTIRE2024_ESR"

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, read_common, register_model
 from .blocks import ESA, PixelShuffleUpsampler
 
 # specs/RLFN.md section 2 / specs/README.md pitfall 15: LeakyReLU slope 0.05 (RLFN only).
@@ -105,24 +105,11 @@ def detect_rlfn(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
               "conv_2.weight", "upsampler.0.weight")
     if not all(k in state_dict for k in needed) or "block_1.c1_r.eval_conv.weight" in state_dict:
         return None
-    num_features, in_channels = state_dict["conv_1.weight"].shape[:2]
-    num_blocks = count_numbered(state_dict, "block_")
-    if num_blocks is None:
+    kwargs = read_common(state_dict, stem="conv_1.weight", blocks="block_", upsampler="upsampler.0.weight")
+    if kwargs is None:
         return None
-    # The upsampler emits out_channels * scale^2 channels; out_channels is taken equal to in_channels (RGB).
-    out_channels = int(in_channels)
-    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], out_channels)
-    if scale is None:
-        return None
-    return {
-        "scale": scale,
-        "in_channels": int(in_channels),
-        "out_channels": out_channels,
-        "num_features": int(num_features),
-        "mid_channels": int(state_dict["block_1.c1_r.weight"].shape[0]),
-        "esa_channels": int(state_dict["block_1.esa.conv1.weight"].shape[0]),
-        "num_blocks": num_blocks,
-    }
+    return {**kwargs, "mid_channels": int(state_dict["block_1.c1_r.weight"].shape[0]),
+            "esa_channels": int(state_dict["block_1.esa.conv1.weight"].shape[0])}
 
 
 _REPO = "Amazingren/NTIRE2024_ESR"

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, read_common, register_model
 
 # specs/SAFMNPP.md section 3: the modulation branch pools to (h // 8, w // 8).
 _POOL_DIVISOR = 8
@@ -125,26 +125,16 @@ def detect_safmnpp(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | N
               "feats.0.conv2.conv1.weight", "to_img.0.weight")
     if not all(k in state_dict for k in needed):
         return None
-    num_features, in_channels = state_dict["to_feat.weight"].shape[:2]
-    num_blocks = count_numbered(state_dict, "feats.", first=0)
-    if num_blocks is None:
+    # out_channels equal to in_channels is what the image-level skip requires.
+    kwargs = read_common(state_dict, stem="to_feat.weight", blocks="feats.", upsampler="to_img.0.weight",
+                         first_block=0)
+    if kwargs is None:
         return None
     hidden = int(state_dict["feats.0.conv2.conv1.weight"].shape[0])
-    ffn_scale = hidden / int(num_features)
-    if int(num_features * ffn_scale) != hidden:
+    ffn_scale = hidden / kwargs["num_features"]
+    if int(kwargs["num_features"] * ffn_scale) != hidden:
         return None
-    out_channels = int(in_channels)  # required by the image-level skip
-    scale = upsampler_scale(state_dict["to_img.0.weight"].shape[0], out_channels)
-    if scale is None:
-        return None
-    return {
-        "scale": scale,
-        "in_channels": int(in_channels),
-        "out_channels": out_channels,
-        "num_features": int(num_features),
-        "num_blocks": num_blocks,
-        "ffn_scale": ffn_scale,
-    }
+    return {**kwargs, "ffn_scale": ffn_scale}
 
 
 _REPO = "Amazingren/NTIRE2024_ESR"

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
-from ._registry import ModelSpec, count_numbered, register_model, upsampler_scale
+from ._registry import ModelSpec, read_common, register_model
 from .blocks import PixelShuffleUpsampler, register_mean
 
 # specs/SPAN.md section 1: img_range 255; inside, x' = (x - mean) * 255 and the output is used as is.
@@ -124,24 +124,10 @@ def detect_span(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any] | None
               "conv_2.eval_conv.weight", "upsampler.0.weight")
     if not all(k in state_dict for k in needed):
         return None
-    num_features, in_channels = state_dict["conv_1.eval_conv.weight"].shape[:2]
-    if state_dict["conv_cat.weight"].shape[1] != 4 * num_features:
+    kwargs = read_common(state_dict, stem="conv_1.eval_conv.weight", blocks="block_", upsampler="upsampler.0.weight")
+    if kwargs is None or state_dict["conv_cat.weight"].shape[1] != 4 * kwargs["num_features"]:
         return None
-    num_blocks = count_numbered(state_dict, "block_")
-    if num_blocks is None:
-        return None
-    # The upsampler emits out_channels * scale^2 channels; out_channels is taken equal to in_channels (RGB).
-    out_channels = int(in_channels)
-    scale = upsampler_scale(state_dict["upsampler.0.weight"].shape[0], out_channels)
-    if scale is None:
-        return None
-    return {
-        "scale": scale,
-        "in_channels": int(in_channels),
-        "out_channels": out_channels,
-        "num_features": int(num_features),
-        "num_blocks": num_blocks,
-    }
+    return kwargs
 
 
 _REPO = "Amazingren/NTIRE2024_ESR"

@@ -1,12 +1,12 @@
-"""Speed table of issue 4 item 5: every zoo model, eager vs fast vs onnxruntime, 1 and 2 threads, LR 256x256 and
-640x360, with output megapixels/s and the distance to the arithmetic floor.
+"""The speed table of benchmarks/RESULTS.md: every zoo model, eager vs fast vs onnxruntime, 1 and 2 threads, LR 256x256
+and 640x360, with output megapixels/s and the distance to the arithmetic floor.
 
 Protocol (``effsr.bench``): each backend runs in its own Python process; after warm-up the timed forwards are
 interleaved round-robin (order rotated every round) so that drifting load on a shared machine hits all backends
 alike; median and inter-quartile range per cell. The floor is 2 x MACs (every conv and matmul, torch's flop counter)
 divided by the rate of a dense 3x3 convolution (64 -> 64 channels, channels-last, at the cell's size) that takes its
 turn in the same rounds as one more worker (``effsr.bench.DENSE``). The tight-loop peak of that convolution is
-printed too, for comparison. The "goal" column is issue 4's bar for the fast path: max(eager / 2, 1.25 x floor).
+printed too, for comparison. The "goal" column is the project's bar for the fast path: max(eager / 2, 1.25 x floor).
 
     EFFSR_WEIGHTS_DIR=../shared/weights .venv/bin/python benchmarks/bench_speed.py                # full table
     ... --models rlfn,agdn,lsanet,ifadnet,mdrn_s,msn --sizes 256x256 --threads 2 --runs 15      # the goal check

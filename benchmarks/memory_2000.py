@@ -1,4 +1,4 @@
-"""Peak memory of ``effsr upscale`` on a 2000x2000 image x4 (issue 4 item 2: under 3 GB with any seed model).
+"""Peak memory of ``effsr upscale`` on a 2000x2000 image x4 (the goal: under 3 GB with any seed model).
 
 Each measurement runs the real command line, ``python -m effsr upscale IMG -o DIR --model NAME``, in its own process
 and reads that process's peak resident set size from ``os.wait4`` (``ru_maxrss``, the kernel's VmHWM at exit). A
@@ -117,7 +117,7 @@ def main() -> None:
         f"measured by `benchmarks/memory_2000.py`: peak resident set size of the whole CLI process (`ru_maxrss` from "
         f"`os.wait4`), automatic tiling with `--max-memory` {budget}, backend {args.backend}, "
         f"{args.threads} thread(s). "
-        "Baseline: a process that only imports effsr and loads the model. Limit (issue 4): 3 GB.",
+        "Baseline: a process that only imports effsr and loads the model. Limit (the goal): 3 GB.",
         "",
         f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}.",
         "",

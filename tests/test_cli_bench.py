@@ -1,4 +1,4 @@
-"""``effsr bench``: the JSON it writes has exactly the shape issue 4 item 5 specifies (no timing asserts)."""
+"""``effsr bench``: its JSON has exactly the shape docs/deploy.md ("Benchmarks") documents (no timing asserts)."""
 
 from __future__ import annotations
 

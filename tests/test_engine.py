@@ -1,6 +1,6 @@
 """effsr.deploy (backends, graph passes): every backend reproduces the eager forward; every rewrite is an identity.
 
-Issue 4 item 1: the fast path (float32) equals the plain eager forward within 5e-4 in [0,1] units for every zoo model
+The float32 contract: the fast path equals the plain eager forward within 5e-4 in [0,1] units for every zoo model
 with its official weights; lower precisions within their stated tolerances. Inputs are crops of real LR images
 (a natural-image input: some models amplify white noise far beyond [0,1], see ``example_image``). No timing here.
 """
@@ -23,7 +23,7 @@ from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.tiling import TilingSpec
 
 ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn"]
-# (H, W): two issue sizes and a non-square one; MSN needs >= 29 (specs/README.md pitfall 17).
+# (H, W): two small sizes and a non-square one; MSN needs >= 29 (specs/README.md section 5).
 SIZES = [(32, 40), (48, 48), (37, 61)]
 
 

@@ -1,4 +1,4 @@
-"""Tiling, padding, memory budget and image handling of ``effsr.infer`` (issue 4 item 2).
+"""Tiling, padding, memory budget and image handling of ``effsr.infer``.
 
 * Exactness: for models whose output depends only on a bounded neighbourhood, tiled output equals the whole-image
   output (max abs 1e-5) when the feathering band covers the receptive radius and the grid respects the strides:

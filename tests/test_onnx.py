@@ -1,4 +1,4 @@
-"""``effsr export``: every zoo model round-trips through onnxruntime at two input sizes (issue 4 item 4).
+"""``effsr export``: every zoo model round-trips through onnxruntime at two input sizes (docs/deploy.md).
 
 Each file written by the CLI is loaded again here and compared with the PyTorch forward (max abs 5e-4 in [0,1]
 units) at the traced size and, for dynamic exports, at a second, larger, odd, non-square size. Architectures that

@@ -1,6 +1,6 @@
 """Speed benchmark harness: time the eager forward, the fast path and onnxruntime with the same protocol.
 
-Protocol (DESIGN.md habit 12, issue 4 item 5):
+Protocol (DESIGN.md habit 12; the JSON shape is documented in docs/deploy.md, "Benchmarks"):
 
 * every (model, backend) runs in its own worker process by default, so process-wide settings of one backend (the
   fast path's malloc tuning, onnxruntime's thread pool) cannot speed up or slow down another, and the eager forward
@@ -82,7 +82,7 @@ class BenchResult:
         return self.median_ms / self.floor_ms if self.floor_ms > 0 else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        """The entry of ``effsr bench --json`` (issue 4 item 5, exactly these keys)."""
+        """The entry of ``effsr bench --json``: exactly these keys (docs/deploy.md, "Benchmarks")."""
         return {
             "model": self.model,
             "backend": self.backend,

@@ -154,7 +154,7 @@ class ProfileReport:
     ntire: NtireRun | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The machine-readable form (issue 3 item 5): raw counts, not millions or billions."""
+        """The machine-readable form (``effsr profile --json``, README): raw counts, not millions or billions."""
         c = self.complexity
         out: dict[str, Any] = {
             "model": self.model,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Issue 4 item 1: every fp32 fast path equals the eager forward within 5e-4 in [0,1] units (1/8 of an 8-bit level).
+# The float32 contract: every backend equals the eager forward within 5e-4 in [0,1] units (1/8 of an 8-bit level).
 FP32_TOLERANCE = 5e-4
 # Lower precisions: bound on the max abs error against the float32 eager forward, in [0,1] units. Measured on Set5
 # and Set14 crops over the whole zoo with the CPU kernels (worst: bfloat16 4.1e-2 = 10 levels of 8 bits, SPAN;

@@ -3,7 +3,8 @@
 The model is re-parameterized (deploy form), exported with PyTorch's TorchScript-based exporter (``dynamo=False``:
 the dynamo exporter needs ``onnxscript``, which effsr does not require) and then checked in onnxruntime against the
 PyTorch forward at two input sizes: the example size and a larger, odd, non-square one. The check passes when the
-max abs difference is at most 5e-4 in [0,1] units (issue 4 item 4), typically ~1e-6.
+max abs difference is at most 5e-4 in [0,1] units (every backend's float32 contract, ``checks.FP32_TOLERANCE``),
+typically ~1e-6.
 
 Dynamic sizes. With ``dynamic=True`` the input height and width (and the batch) are symbolic. Whether the exported
 graph really computes the model at other sizes is decided by the check, not assumed: a model whose forward takes

@@ -39,7 +39,7 @@ class VarianceESA(nn.Module):
     """The ESA inside MVSA (``esa.body.0``, section 3.3): two max-pool and two local-variance branches.
 
     The k5 pool pairs with the 5x5 variance and the k7 pool with the 7x7 variance, crossed relative to the
-    branch numbering (pitfall 10).
+    branch numbering (specs/README.md section 5).
     """
 
     def __init__(self, num_features: int) -> None:
@@ -61,7 +61,7 @@ class VarianceESA(nn.Module):
         c = self.conv1(x)
         p1 = F.max_pool2d(self.conv2_1(c), kernel_size=5, stride=3, padding=1)
         p2 = F.max_pool2d(self.conv2_2(c), kernel_size=7, stride=3, padding=1)
-        v3 = local_variance(self.conv2_3(c), 7)  # unbiased (pitfall 11)
+        v3 = local_variance(self.conv2_3(c), 7)  # unbiased (specs/README.md section 5)
         v4 = local_variance(self.conv2_4(c), 5)
         a1 = self.conv3_1(F.gelu(self.conv_max_1(p1 + v4)))
         a2 = self.conv3_2(F.gelu(self.conv_max_2(p2 + v3)))
@@ -92,7 +92,7 @@ class RCCA(nn.Module):
         self.decompose = nn.Conv2d(channels, 1, 1)
         self.sigma = ElementScale(channels)
         # Official CCALayer(C, reduction=C // 4): hidden width 24 // 6 = 4 (section 7). The shared CCA reduces
-        # mean and std in the order that is bit-exact with the official code (pitfall 14).
+        # mean and std in the order that is bit-exact with the official code (specs/README.md section 5).
         self.cca = CCA(channels, reduction=channels // 4)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class RCCA(nn.Module):
 
 
 class _WithBiasLayerNorm(nn.Module):
-    """LayerNorm over the last dim with the biased variance and eps 1e-5 (section 3.5, pitfall 12)."""
+    """LayerNorm over the last dim with the biased variance and eps 1e-5 (section 3.5; specs/README.md section 5)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -117,7 +117,8 @@ class _WithBiasLayerNorm(nn.Module):
 
 
 class ChannelLayerNorm(nn.Module):
-    """Per-pixel LayerNorm over channels, computed on the channels-last view to be bit-exact (pitfall 14)."""
+    """Per-pixel LayerNorm over channels, computed on the channels-last view to be bit-exact with the official code
+    (specs/README.md section 5)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -151,8 +152,8 @@ def tlc_window_starts(size: int, window: int) -> list[int]:
 class SparseAttention(nn.Module):
     """Transposed (channel-to-channel) attention with ReLU scores (``restormer_attn``, section 3.5).
 
-    No softmax and no top-k (pitfall 12). With ``tlc`` on and in eval mode, the attention of steps 2-5 runs
-    on overlapping windows of ``tlc_window`` pixels and the window outputs are averaged (section 3.6).
+    No softmax and no top-k (specs/README.md section 5). With ``tlc`` on and in eval mode, the attention of steps
+    2-5 runs on overlapping windows of ``tlc_window`` pixels and the window outputs are averaged (section 3.6).
     """
 
     def __init__(self, channels: int, num_heads: int = 3, *, tlc: bool = True, tlc_window: int = 96) -> None:
@@ -252,7 +253,7 @@ class AGDB(nn.Module):
         self.c2_r = BSConvU(channels, channels, 3)
         self.c3_d = nn.Conv2d(channels, dc, 1)
         self.c3_r = BSConvU(channels, channels, 3)
-        self.c4 = nn.Conv2d(channels, dc, 3, padding=1, groups=dc)  # zero padding (pitfall 7)
+        self.c4 = nn.Conv2d(channels, dc, 3, padding=1, groups=dc)  # zero padding (specs/README.md section 5)
         self.c5 = nn.Conv2d(dc * 4, channels, 1)
         # MVSA, the multi-scale variance spatial attention: ESA(x) + x with the ESA at body.0 (section 7).
         self.esa = NestedResidual(VarianceESA(channels))

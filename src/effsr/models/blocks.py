@@ -1,7 +1,7 @@
 """Building blocks shared by two or more architectures.
 
-Each block is described in ``shared/specs/README.md`` section 3; the pitfalls it cites (padding modes,
-reduction order) are the ones that break bit-exactness with the official code.
+Each block is described in ``shared/specs/README.md`` section 3; the quirks it cites from section 5 of that file
+(padding modes, reduction order) are the ones that break bit-exactness with the official code.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def register_mean(module: nn.Module, name: str = "mean", mean: tuple[float, floa
 class BSConvU(nn.Module):
     """Blueprint-separable convolution (unconstrained): 1x1 point-wise (no bias), then depth-wise kxk.
 
-    The depth-wise half is reflect-padded (specs/README.md pitfall 7). Keys: ``pw.weight``,
+    The depth-wise half is reflect-padded (specs/README.md section 5). Keys: ``pw.weight``,
     ``dw.weight``, ``dw.bias``.
     """
 
@@ -116,14 +116,15 @@ class UpsampleOneStep(nn.Module):
 def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Per-channel mean over HxW as "sum over W, then over H, then divide by H*W".
 
-    specs/README.md pitfall 14: this order (not a single ``mean((2, 3))``) is what makes MDRN/MSN bit-exact;
+    specs/README.md section 5: this order (not a single ``mean((2, 3))``) is what makes MDRN/MSN bit-exact;
     a plain mean moves the output by up to 1.4e-5 (MDRN-S) / 7e-5 (MSN).
     """
     return x.sum(3, keepdim=True).sum(2, keepdim=True) / (x.shape[2] * x.shape[3])
 
 
 def _spatial_std(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel *population* standard deviation over HxW (pitfall 11), same reduction order as the mean."""
+    """Per-channel *population* standard deviation over HxW, same reduction order as the mean (specs/README.md
+    section 5)."""
     mu = _spatial_mean(x)
     var = (x - mu).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / (x.shape[2] * x.shape[3])
     return var.pow(0.5)
@@ -147,7 +148,8 @@ class CCA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The additive mean term comes from adaptive average pooling, the std from the W-then-H sums (pitfall 14).
+        # The additive mean term comes from adaptive average pooling, the std from the W-then-H sums
+        # (specs/README.md section 5).
         s = _spatial_std(x) + F.adaptive_avg_pool2d(x, 1)
         return x * self.conv_du(s)
 
@@ -177,7 +179,7 @@ def local_variance(x: torch.Tensor, kernel_size: int = 7, stride: int = 3, paddi
     """Strided local variance map of the MDRN/MSN multi-branch ESA (specs/README.md section 3, "LocalVar").
 
     Reflect-pad by ``padding``, take ``kernel_size`` windows every ``stride`` pixels, and return the *unbiased*
-    per-channel variance of each window (divides by k*k - 1; pitfall 11).
+    per-channel variance of each window (divides by k*k - 1; specs/README.md section 5).
     """
     padded = F.pad(x, (padding, padding, padding, padding), mode="reflect")
     if torch.onnx.is_in_onnx_export():
@@ -318,7 +320,7 @@ class EdgeConv3x3(nn.Module):
 
     Keys (specs/LSANet.md section 4): ``k0`` [Cout, Cin, 1, 1] and ``b0`` [Cout] (the 1x1 conv), ``scale``
     [Cout, 1, 1, 1] and ``bias`` [Cout] (learnable), ``mask`` [Cout, 1, 3, 3] (fixed, stored as a
-    non-trainable Parameter so it appears in ``parameters()`` and the state_dict, pitfall 16).
+    non-trainable Parameter so it appears in ``parameters()`` and the state_dict; specs/README.md section 5).
     """
 
     def __init__(self, kind: str, in_channels: int, out_channels: int) -> None:
@@ -338,7 +340,7 @@ class EdgeConv3x3(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y0 = F.pad(F.conv2d(x, self.k0, self.b0), (1, 1, 1, 1))
         # The border holds b0 (the 1x1 conv's answer to a zero-padded input), not 0: this is what makes the
-        # merged, zero-padded 3x3 conv exact at image borders (pitfall 16).
+        # merged, zero-padded 3x3 conv exact at image borders (specs/README.md section 5).
         b0 = self.b0.view(1, -1, 1, 1)
         y0[:, :, 0:1, :] = b0
         y0[:, :, -1:, :] = b0

@@ -137,7 +137,8 @@ IFADNET_NTIRE2024 = WeightsRecord(
         "model_zoo/team33_IFADNet.pth"
     ),
     sha256="fd653ab692a479f81893fcf6324edb228ab7dc313a5146ba6886999a024ea3cb",
-    # The file also holds 'params' (different, non-EMA weights); 'params_ema' is the evaluated one (pitfall 1).
+    # The file also holds 'params' (different, non-EMA weights); 'params_ema' is the evaluated one
+    # (specs/README.md section 5).
     wrapper_key="params_ema",
     kwargs={"scale": 4, "num_features": 36, "num_blocks": 6, "deploy": True},
     params=162_972,

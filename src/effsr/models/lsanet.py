@@ -139,7 +139,8 @@ LSANET_NTIRE2024 = WeightsRecord(
         "model_zoo/team44_LSANet.pth"
     ),
     sha256="4a781d3b83a670931ae57d8e67c89c3dcda2d212d6be357edf536312d80587c0",
-    # The file also holds 'params' (different, non-EMA weights); 'params_ema' is the evaluated one (pitfall 1).
+    # The file also holds 'params' (different, non-EMA weights); 'params_ema' is the evaluated one
+    # (specs/README.md section 5).
     wrapper_key="params_ema",
     kwargs={"scale": 4, "num_features": 36, "num_blocks": 6, "deploy": True},
     params=138_492,

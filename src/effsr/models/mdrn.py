@@ -9,7 +9,7 @@ Official code and weights: ``bbbolt/MDRN`` @ a919ff291f96bb7ab6267da52a8a8db4354
 Licence: MIT. Written from ``shared/specs/MDRN.md`` (no official code copied).
 
 Two registry names share the :class:`MDRN` class: ``mdrn_s`` (28 channels, the challenge model; the official class
-default of 56 channels must *not* be used for ``mdrn-s.pth``, specs/README.md pitfall 2) and ``mdrn`` (56 channels, the
+default of 56 channels must *not* be used for ``mdrn-s.pth``, specs/README.md section 5) and ``mdrn`` (56 channels, the
 paper's model, x4/x3/x2 weights). Input and output are RGB in [0,1]; the DIV2K mean is subtracted at the input and
 added back after the pixel shuffle. No clamping.
 """
@@ -53,7 +53,7 @@ class MDRN(nn.Module):
         register_mean(self)
         # 'same' as in the official code (fvcore skips it; the profiler reproduces that, specs/MDRN.md section 5).
         self.fea_conv = nn.Conv2d(3, num_features, 3, padding="same")
-        # Attributes B1..BN, not a ModuleList: the official keys read ``B<i>.*`` (pitfall 4).
+        # Attributes B1..BN, not a ModuleList: the official keys read ``B<i>.*`` (specs/README.md section 5).
         for i in range(1, num_blocks + 1):
             setattr(self, f"B{i}", EADB(num_features))
         self.c1 = nn.Conv2d(num_features * num_blocks, num_features, 1)
@@ -132,7 +132,7 @@ def _record(
 MDRN_S_NTIRE2023 = _record(
     "mdrn_s_ntire2023", "mdrn_s", "mdrn-s.pth",
     "45f284838a431164375cb11f6f5d7a6e02a5015bcefa21b82f1a5bba34ccb9a9",
-    None,  # bare state_dict (specs/README.md pitfall 1)
+    None,  # bare state_dict (specs/README.md section 5)
     {"scale": 4, "num_features": 28, "num_blocks": 8},
     95_396,
     "MDRN-S, NTIRE 2023 ESR challenge model (team TelunXupt), 28 ch, 8 blocks; Set5 x4 RGB PSNR 30.15 dB",

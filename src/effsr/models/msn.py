@@ -7,10 +7,11 @@ Official code and weights: ``Amazingren/NTIRE2024_ESR`` @ 6404fa48dde4a4adbf241a
 ``models/team28_MSN.py``, ``model_zoo/team28_MSN.pth``. Licence: MIT.
 Written from ``shared/specs/MSN.md`` (no official code copied).
 
-Differences from MDRN (``mdrn.py``, specs/MSN.md): every BSConvU is separable (3x1 then 1x3 depth-wise, both reflect),
-and a strided one applies its stride in *both* halves, so the ESA works at 1/4 resolution (pitfall 8); the ESA starts
-with a channels-first LayerNorm and gates the normalised tensor (pitfall 9); the block outputs are summed, not
-concatenated, so ``c1`` is C -> C. Input and output are RGB in [0,1] with the DIV2K mean shift inside; no clamping.
+Differences from MDRN (``mdrn.py``, specs/MSN.md; specs/README.md section 5): every BSConvU is separable (3x1 then
+1x3 depth-wise, both reflect), and a strided one applies its stride in *both* halves, so the ESA works at 1/4
+resolution; the ESA starts with a channels-first LayerNorm and gates the normalised tensor; the block outputs are
+summed, not concatenated, so ``c1`` is C -> C. Input and output are RGB in [0,1] with the DIV2K mean shift inside; no
+clamping.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _LN_EPS = 1e-6
 class SeparableBSConvU(nn.Module):
     """BSConvU with a separable depth-wise half: ``pw`` 1x1 (no bias) -> ``dw1`` kx1 -> ``dw2`` 1xk.
 
-    Both depth-wise convs are reflect-padded and, when strided, *both* take the stride (specs/README.md pitfall 8),
+    Both depth-wise convs are reflect-padded and, when strided, *both* take the stride (specs/README.md section 5),
     so ``stride=2`` down-samples by 4 in each dimension.
     """
 
@@ -137,7 +138,7 @@ MSN_NTIRE2024 = WeightsRecord(
     file="team28_MSN.pth",
     url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team28_MSN.pth",
     sha256="5cbe6074c9c041f9894fa697f179c4deea4e91f0d0e06106c20ba24bcaeb6609",
-    wrapper_key="params_ema",  # the evaluated EMA weights; 'params' differs (specs/README.md pitfall 1)
+    wrapper_key="params_ema",  # the evaluated EMA weights; 'params' differs (specs/README.md section 5)
     kwargs={"scale": 4, "num_features": 28, "num_blocks": 8},
     params=87_612,
     source=f"{_REPO} @ {_COMMIT[:8]}, model_zoo/team28_MSN.pth",

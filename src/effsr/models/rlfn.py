@@ -8,8 +8,8 @@ Official code and weights: ``Amazingren/NTIRE2024_ESR`` @ 6404fa48dde4a4adbf241a
 Written from ``shared/specs/RLFN.md`` (no official code copied).
 
 The network works on pixel values in 0..255 (the official harness feeds ``data_range=255``) and has no mean
-shift (specs/RLFN.md section 1, pitfall 6). effsr's boundary is [0,1], so ``forward`` multiplies the input by
-255 and divides the output by 255; ``u8 / 255 * 255`` is exact in float32 for every uint8 value, so the
+shift (specs/RLFN.md section 1; specs/README.md section 5). effsr's boundary is [0,1], so ``forward`` multiplies
+the input by 255 and divides the output by 255; ``u8 / 255 * 255`` is exact in float32 for every uint8 value, so the
 network sees the same integers as in the official harness.
 """
 
@@ -26,7 +26,7 @@ from ..weights import WeightsRecord
 from ._registry import ModelSpec, read_common, register_model
 from .blocks import ESA, PixelShuffleUpsampler
 
-# specs/RLFN.md section 2 / specs/README.md pitfall 15: LeakyReLU slope 0.05 (RLFN only).
+# specs/RLFN.md section 2, specs/README.md section 5: LeakyReLU slope 0.05 (RLFN only).
 _LRELU_SLOPE = 0.05
 # The network's own input range (specs/RLFN.md section 1: data_range = 255).
 _PIXEL_RANGE = 255.0
@@ -83,7 +83,8 @@ class RLFN(nn.Module):
         self.tiling = TilingSpec(scale=self.scale, min_size=15, stride_period=6)
         self.num_blocks = num_blocks
         self.conv_1 = nn.Conv2d(in_channels, num_features, 3, padding=1)
-        # Attributes block_1..block_N, not a ModuleList: the official keys read ``block_<i>.*`` (pitfall 4).
+        # Attributes block_1..block_N, not a ModuleList: the official keys read ``block_<i>.*``
+        # (specs/README.md section 5).
         for i in range(1, num_blocks + 1):
             setattr(self, f"block_{i}", RLFB(num_features, mid_channels, esa_channels))
         self.conv_2 = nn.Conv2d(num_features, num_features, 3, padding=1)
@@ -121,7 +122,7 @@ RLFN_NTIRE2024 = WeightsRecord(
     file="team00_rlfn.pth",
     url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team00_rlfn.pth",
     sha256="3c9be7b9d7a4bece9b68c83a56a1ffb38010f76413d5f215be6b4be842e18fb2",
-    wrapper_key=None,  # bare state_dict (specs/README.md pitfall 1)
+    wrapper_key=None,  # bare state_dict (specs/README.md section 5)
     kwargs={
         "scale": 4,
         "in_channels": 3,

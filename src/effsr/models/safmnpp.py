@@ -146,7 +146,7 @@ SAFMNPP_NTIRE2024 = WeightsRecord(
     file="team23_safmnpp.pth",
     url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team23_safmnpp.pth",
     sha256="03bf96b5a50f43123d22c3a257341d536118250f7157f12d2832915be4f52685",
-    # The file also holds ``params`` (non-EMA) weights; ``params_ema`` is the evaluated one (pitfall 1).
+    # The file also holds ``params`` (non-EMA) weights; ``params_ema`` is the evaluated one (specs/README.md section 5).
     wrapper_key="params_ema",
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 36, "num_blocks": 6, "ffn_scale": 1.5},
     params=211_572,

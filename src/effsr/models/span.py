@@ -9,7 +9,7 @@ Official code and weights: ``Amazingren/NTIRE2024_ESR`` @ 6404fa48dde4a4adbf241a
 Written from ``shared/specs/SPAN.md`` (no official code copied).
 
 Only the merged (deploy) form exists in the official class: every ``Conv3XC`` holds a single 3x3 ``eval_conv``.
-Unlike the official constructor, nothing here calls ``.cuda()`` or runs a dummy forward (specs/README.md pitfall 18).
+Unlike the official constructor, nothing here calls ``.cuda()`` or runs a dummy forward (specs/README.md section 5).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class SPAB(nn.Module):
 
     Returns ``(out, a1)`` where ``a1 = SiLU(c1_r(x))``. The official block returns a tensor named like the
     pre-activation c1_r output, but an in-place SiLU has overwritten it, so the value is the activated one
-    (specs/README.md pitfall 18); ``a1`` reproduces that value without in-place tricks.
+    (specs/README.md section 5); ``a1`` reproduces that value without in-place tricks.
     """
 
     def __init__(self, num_features: int) -> None:
@@ -68,7 +68,7 @@ class SPAN(nn.Module):
     maps (conv_1 output, conv_2 output, block 1 output, SiLU(c1_r) of the last block), conv + PixelShuffle.
 
     Input [0,1] RGB; the mean shift and x255 happen inside and the output is *not* rescaled or shifted back
-    (specs/README.md pitfall 6): the trained network emits [0,1] values directly. No clamping.
+    (specs/README.md section 5): the trained network emits [0,1] values directly. No clamping.
 
     Defaults: the NTIRE 2024 ``span_ch28_slim`` model (28 channels, 6 blocks, x4).
     """
@@ -94,7 +94,7 @@ class SPAN(nn.Module):
         # The DIV2K mean, a non-persistent buffer: no state_dict entry, moved with the model.
         register_mean(self, "rgb_mean")
         self.conv_1 = Conv3XC(in_channels, num_features)
-        # Attributes block_1..block_N, matching the official keys ``block_<i>.*`` (pitfall 4).
+        # Attributes block_1..block_N, matching the official keys ``block_<i>.*`` (specs/README.md section 5).
         for i in range(1, num_blocks + 1):
             setattr(self, f"block_{i}", SPAB(num_features))
         self.conv_cat = nn.Conv2d(num_features * 4, num_features, 1, bias=True)

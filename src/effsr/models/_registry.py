@@ -8,7 +8,9 @@ with the closest registered names.
 from __future__ import annotations
 
 import difflib
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from ..weights import (
     read_effsr_metadata,
     read_state_dict,
     resolve_weights,
+    state_dict_sha256,
 )
 
 StateDict = Mapping[str, torch.Tensor]
@@ -91,8 +94,14 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
     """Find the registered architecture and constructor kwargs whose state_dict matches ``state_dict``.
 
     A detector proposes kwargs from key names and shapes; the proposal is accepted only when the built
-    model has exactly the same keys and shapes.
+    model has exactly the same keys and shapes. A published file whose layout another architecture shares is
+    recognised first by its content (:attr:`WeightsRecord.state_dict_sha256`).
     """
+    known = {r.state_dict_sha256: r for r in all_weight_records() if r.state_dict_sha256}
+    if known:
+        record = known.get(state_dict_sha256(state_dict))
+        if record is not None:
+            return record.model, dict(record.kwargs)
     tried: list[str] = []
     for spec in _REGISTRY.values():
         if spec.detect is None:
@@ -112,6 +121,27 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
         + (f" (close candidates: {', '.join(tried)})" if tried else "")
         + f"; first keys: {list(state_dict)[:5]}"
     )
+
+
+def numbered_blocks(state_dict: StateDict, prefix: str, *, start: int = 1) -> int | None:
+    """How many numbered submodules ``<prefix><i>.`` the keys hold, if they run ``start, start + 1, ...`` without a gap.
+
+    ``numbered_blocks(sd, "block_")`` counts ``block_1.*, block_2.*, ...``; ``numbered_blocks(sd, "blocks.", start=0)``
+    counts ``blocks.0.*, blocks.1.*, ...``. None when there are none or the numbers have a gap.
+    """
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    found = {int(m.group(1)) for k in state_dict if (m := pattern.match(k))}
+    if not found or found != set(range(start, start + len(found))):
+        return None
+    return len(found)
+
+
+def pixel_shuffle_scale(conv_out_channels: int, image_channels: int) -> int | None:
+    """The scale ``s`` of a conv emitting ``image_channels * s * s`` channels before a PixelShuffle, or None."""
+    scale = math.isqrt(conv_out_channels // image_channels) if image_channels > 0 else 0
+    if scale < 1 or image_channels * scale * scale != conv_out_channels:
+        return None
+    return scale
 
 
 def _shape_mismatch(expected: StateDict, got: StateDict) -> str | None:

@@ -26,6 +26,9 @@ import torch  # noqa: E402
 from effsr.deploy.onnx import single_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# The NTIRE 2025 and 2026 zoo entries, under the keys of ../shared/official/README.md and ../shared/reference
+# (metrics_ntire2025_2026/, complexity_ntire2025_2026.json).
+ZOO_2025_2026 = ("efdn", "dscf", "spanf", "safmnv3", "espan", "pds", "pkdsr", "disp", "dscf_fused", "spanv2")
 ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -19,7 +19,9 @@ import effsr
 from effsr.deploy import engine as E
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 
-ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn"]
+from .conftest import ZOO_2025_2026
+
+ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn", *ZOO_2025_2026]
 # (H, W): two issue sizes and a non-square one; MSN needs >= 29 (specs/README.md pitfall 17).
 SIZES = [(32, 40), (48, 48), (37, 61)]
 

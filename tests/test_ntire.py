@@ -133,3 +133,12 @@ def test_gate_split() -> None:
     assert gate_split("DIV2K_LSDIR_valid") == "valid" and gate_split("div2k-lsdir-test") == "test"
     assert gate_split("DIV2K_LSDIR_val") == "valid"
     assert gate_split("set5") is None and gate_split("DIV2K_valid") is None and gate_split("LSDIR") is None
+
+
+def test_gate_per_split() -> None:
+    r = rules(2025)
+    assert (r.gate_db("valid"), r.gate_db("test")) == (26.90, 26.99)
+    assert r.meets_gate("valid", 26.896) and not r.meets_gate("valid", 26.896, rounded=False)
+    assert not r.meets_gate("test", 26.984)
+    with pytest.raises(ValueError, match="'valid' or 'test'"):
+        r.gate_db("train")

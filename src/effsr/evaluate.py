@@ -17,8 +17,9 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "evaluate",
     "evaluate_image",
     "find_dataset",
+    "leaderboard_markdown",
     "markdown_summary",
     "model_cost",
     "plot_quality_vs_cost",
@@ -197,6 +199,8 @@ class ImageResult:
     ssim_y: float
     ssim_rgb: float
     lpips: float | None = None
+    # Wall time of the whole-image SR (forward, uint8 conversion) in evaluate(); not part of the JSON shape.
+    runtime_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, **{k: getattr(self, k) for k in METRICS}}
@@ -225,6 +229,12 @@ class DatasetResult:
         if not self.images:
             return {k: float("nan") for k in self.metric_names}
         return {k: float(np.mean([getattr(r, k) for r in self.images])) for k in self.metric_names}
+
+    @property
+    def mean_runtime_ms(self) -> float | None:
+        """Mean wall time per image of the SR step (None when not timed)."""
+        times = [r.runtime_ms for r in self.images if r.runtime_ms is not None]
+        return float(np.mean(times)) if times and len(times) == len(self.images) else None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"model", "dataset", "images": [{"name", metrics...}], "mean": {metrics...}}`` (issue 3 item 5)."""
@@ -277,10 +287,12 @@ def evaluate(
     for name, hr_path, lr_path in dataset.pairs():
         hr = modcrop(read_rgb_uint8(hr_path), scale)
         lr = read_rgb_uint8(lr_path) if lr_path is not None else degrade_image(hr, scale)
-        sr = super_resolve(model, lr, device)
+        t0 = time.perf_counter()
+        sr = super_resolve(model, lr, device)  # ends on the host (uint8), so CUDA work is finished when it returns
+        runtime_ms = (time.perf_counter() - t0) * 1000.0
         if save_dir is not None:
             write_rgb_uint8(sr, Path(save_dir) / f"{name}.png")
-        res = evaluate_image(sr, hr, name=name, border=scale, lpips=lpips)
+        res = replace(evaluate_image(sr, hr, name=name, border=scale, lpips=lpips), runtime_ms=runtime_ms)
         results.append(res)
         if on_image is not None:
             on_image(res)
@@ -348,6 +360,44 @@ def markdown_summary(results: Sequence[DatasetResult], *, per_image: bool = Fals
             for img in r.images:
                 vals = " | ".join(fmt(getattr(img, c)) for c in cols)
                 lines.append(f"| {r.model} | {r.dataset}/{img.name} | 1 | {vals} |")
+    return "\n".join(lines)
+
+
+def leaderboard_markdown(
+    results: Sequence[DatasetResult],
+    costs: Mapping[str, ModelCost] | None = None,
+    *,
+    metric: str = "psnr_rgb",
+    second: str | None = "ssim_rgb",
+) -> str:
+    """One row per model: parameters and MACs (when ``costs`` has them), ``metric`` / ``second`` per dataset, and the
+    mean time per image of the SR step over all its datasets in this run.
+
+    Models and datasets keep the order of ``results``. The MACs are the challenge's count (fvcore at LR 256x256,
+    :func:`model_cost`); the time is this machine's, with the engine the results were made with.
+    """
+    models = list(dict.fromkeys(r.model for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    by_key = {(r.model, r.dataset): r for r in results}
+    costs = costs or {}
+    label = _HEADERS.get(metric, metric) + (f" / {_HEADERS.get(second, second)}" if second else "")
+    head = ["model", "params", "GMACs"] + [f"{d} {label}" for d in datasets] + ["ms / image"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m in models:
+        cost = costs.get(m)
+        row = [m, f"{cost.params:,}" if cost else "-", f"{cost.macs / 1e9:.2f}" if cost else "-"]
+        for d in datasets:
+            r = by_key.get((m, d))
+            if r is None:
+                row.append("-")
+                continue
+            mean = r.mean
+            row.append(f"{mean[metric]:.4f}" + (f" / {mean[second]:.4f}" if second else ""))
+        times = [t for r in results if r.model == m for t in [r.mean_runtime_ms] if t is not None]
+        counts = [len(r.images) for r in results if r.model == m and r.mean_runtime_ms is not None]
+        per_image = sum(t * n for t, n in zip(times, counts, strict=True)) / sum(counts) if counts else None
+        row.append(f"{per_image:.1f}" if per_image is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

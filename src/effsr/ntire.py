@@ -107,12 +107,22 @@ class ChallengeRules:
         final = self.weight_runtime * s_rt + self.weight_flops * s_fl + self.weight_params * s_pa
         return NtireScore(s_rt, s_fl, s_pa, final)
 
+    def gate_db(self, split: str) -> float:
+        """The PSNR gate of the ``"valid"`` or ``"test"`` set, in dB."""
+        gates = {"valid": self.psnr_gate_valid_db, "test": self.psnr_gate_test_db}
+        if split not in gates:
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        return gates[split]
+
+    def meets_gate(self, split: str, psnr_db: float, *, rounded: bool = True) -> bool:
+        """Whether a PSNR on one set reaches its gate (by default after rounding to 0.01 dB, as the published
+        rankings imply; ``rounded=False`` compares the raw value)."""
+        return (round(psnr_db, 2) if rounded else psnr_db) >= self.gate_db(split)
+
     def passes_psnr_gate(self, valid_psnr_db: float, test_psnr_db: float, *, rounded: bool = True) -> bool:
-        """Whether a method's DIV2K_LSDIR valid and test PSNR reach the gate (by default after rounding to 0.01 dB,
-        as the published rankings imply; ``rounded=False`` compares the raw values)."""
-        if rounded:
-            valid_psnr_db, test_psnr_db = round(valid_psnr_db, 2), round(test_psnr_db, 2)
-        return valid_psnr_db >= self.psnr_gate_valid_db and test_psnr_db >= self.psnr_gate_test_db
+        """Whether a method's DIV2K_LSDIR valid and test PSNR both reach the gate (see :meth:`meets_gate`)."""
+        return self.meets_gate("valid", valid_psnr_db, rounded=rounded) and self.meets_gate(
+            "test", test_psnr_db, rounded=rounded)
 
     def formula(self) -> str:
         """The final score as one line, with this year's weights and baseline name."""

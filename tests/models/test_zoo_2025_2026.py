@@ -57,17 +57,6 @@ GLOBAL = {"efdn": 6, "safmnv3": 8}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def models() -> dict[str, torch.nn.Module]:
-    return {}
-
-
-def _load(name: str, cache: dict[str, torch.nn.Module]) -> torch.nn.Module:
-    if name not in cache:
-        cache[name] = effsr.load(name)
-    return cache[name]
-
-
 def _crop(data_dir: Path, h: int, w: int) -> torch.Tensor:
     """A natural LR crop (Set14 barbara): some models amplify white noise far beyond [0,1]."""
     img = uint8_to_tensor(read_rgb_uint8(require(data_dir / "Set14" / "LR_bicubic" / "X4" / "barbara.png")))
@@ -87,9 +76,9 @@ def test_every_staged_2025_2026_file_is_in_the_zoo() -> None:
 
 
 @pytest.mark.parametrize("name", ZOO_2025_2026)
-def test_strict_load_and_load_by_file(name: str, models, weights_dir: Path) -> None:
+def test_strict_load_and_load_by_file(name: str, zoo, weights_dir: Path) -> None:
     file, wrapper, params, _ = RECORDS[name]
-    model = _load(name, models)
+    model = zoo(name)
     sd = read_state_dict(require(weights_dir / file), wrapper)
     own = model.state_dict()
     assert set(own) == set(sd)  # nothing extra (no registered mean buffer), nothing missing
@@ -238,8 +227,8 @@ def test_span_attention_is_the_cuda_ops_formula() -> None:
         span_attention(x, f3, w[:16], b)
 
 
-def test_spanv2_blocks_compute_span_attention(models, data_dir: Path) -> None:
-    model = _load("spanv2", models)
+def test_spanv2_blocks_compute_span_attention(zoo, data_dir: Path) -> None:
+    model = zoo("spanv2")
     blocks = [m for m in model.modules() if isinstance(m, SPABV2)]
     assert [b.has_attention for b in blocks] == [False, True, True, True, True]
     captured: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -264,10 +253,10 @@ def test_spanv2_blocks_compute_span_attention(models, data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", LOCAL)
-def test_receptive_radius_is_exact(name: str, models, data_dir: Path) -> None:
+def test_receptive_radius_is_exact(name: str, zoo, data_dir: Path) -> None:
     """An LR pixel changes exactly the outputs within the declared radius: the radius is neither too small (tiles
     would be wrong) nor too large."""
-    model = _load(name, models)
+    model = zoo(name)
     radius = type(model).receptive_radius
     size, c = 2 * radius + 9, radius + 4
     x = _crop(data_dir, size, size)
@@ -283,8 +272,8 @@ def test_receptive_radius_is_exact(name: str, models, data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", GLOBAL)
-def test_global_models_declare_a_period_and_no_radius(name: str, models, data_dir: Path) -> None:
-    model = _load(name, models)
+def test_global_models_declare_a_period_and_no_radius(name: str, zoo, data_dir: Path) -> None:
+    model = zoo(name)
     assert getattr(type(model), "receptive_radius", None) is None
     assert type(model).tile_multiple == GLOBAL[name]
     x = _crop(data_dir, 48, 48)
@@ -296,9 +285,9 @@ def test_global_models_declare_a_period_and_no_radius(name: str, models, data_di
 
 
 @pytest.mark.parametrize("name", LOCAL)
-def test_tiles_are_exact_with_the_declared_radius(name: str, models, data_dir: Path) -> None:
+def test_tiles_are_exact_with_the_declared_radius(name: str, zoo, data_dir: Path) -> None:
     """README: tiling is exact (max abs 1e-5) for purely local models when the overlap covers the receptive field."""
-    model = _load(name, models)
+    model = zoo(name)
     radius = type(model).receptive_radius
     x = _crop(data_dir, 5 * radius, 5 * radius + 3)  # two tiles per axis
     with torch.no_grad():
@@ -309,8 +298,8 @@ def test_tiles_are_exact_with_the_declared_radius(name: str, models, data_dir: P
 
 
 @pytest.mark.parametrize("name", ZOO_2025_2026)
-def test_min_size_runs_and_is_tight(name: str, models, data_dir: Path) -> None:
-    model = _load(name, models)
+def test_min_size_runs_and_is_tight(name: str, zoo, data_dir: Path) -> None:
+    model = zoo(name)
     s = model.min_size
     with torch.no_grad():
         y = model(_crop(data_dir, s, s + 1))

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-import effsr
 from effsr import metrics
 from effsr.data.degrade import modcrop
 from effsr.imageio import read_rgb_uint8, tensor_to_uint8, uint8_to_tensor
@@ -35,20 +34,9 @@ ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "mdrn", "msn", "span", "sa
 SET5 = ["baby", "bird", "butterfly", "head", "woman"]
 
 
-@pytest.fixture(scope="module")
-def loaded() -> dict[str, torch.nn.Module]:
-    return {}
-
-
-def _model(name: str, cache: dict[str, torch.nn.Module]) -> torch.nn.Module:
-    if name not in cache:
-        cache[name] = effsr.load(name)
-    return cache[name]
-
-
 @pytest.mark.parametrize("name", ZOO)
-def test_set5_matches_reference(name, loaded, data_dir: Path, reference_dir: Path, set5_metrics) -> None:
-    model = _model(name, loaded)
+def test_set5_matches_reference(name, zoo, data_dir: Path, reference_dir: Path, set5_metrics) -> None:
+    model = zoo(name)
     for img in SET5:
         lr = read_rgb_uint8(require(data_dir / "Set5" / "LR_bicubic" / "X4" / f"{img}.png"))
         hr = read_rgb_uint8(require(data_dir / "Set5" / "HR" / f"{img}.png"))
@@ -63,12 +51,12 @@ def test_set5_matches_reference(name, loaded, data_dir: Path, reference_dir: Pat
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_butterfly_raw_output(name, loaded, data_dir: Path, reference_dir: Path) -> None:
+def test_butterfly_raw_output(name, zoo, data_dir: Path, reference_dir: Path) -> None:
     meta = json.loads(require(reference_dir / "testvec_butterfly.json").read_text())["models"][name]
     ref = np.load(require(reference_dir / meta["file"]))
     ref01 = ref / meta["data_range"]  # RLFN's stored output is in 0..255 units
     lr = read_rgb_uint8(require(data_dir / "Set5" / "LR_bicubic" / "X4" / "butterfly.png"))
-    out = upscale(_model(name, loaded), uint8_to_tensor(lr)).numpy()
+    out = upscale(zoo(name), uint8_to_tensor(lr)).numpy()
     assert out.shape == ref.shape
     assert np.abs(out - ref01).max() <= 1e-5
 
@@ -108,10 +96,10 @@ def _md5(image: np.ndarray) -> str:
 
 
 @pytest.mark.parametrize("name", ZOO_2025_2026)
-def test_set5_is_bit_exact_2025_2026(name, loaded, data_dir: Path, reference_dir: Path, metrics_2025_2026) -> None:
+def test_set5_is_bit_exact_2025_2026(name, zoo, data_dir: Path, reference_dir: Path, metrics_2025_2026) -> None:
     ref = metrics_2025_2026["Set5"][name]
     assert sorted(ref) == SET5
-    model = _model(name, loaded)
+    model = zoo(name)
     for img in SET5:
         sr, raw_sum = _harness_sr(model, data_dir / "Set5" / "LR_bicubic" / "X4" / f"{img}.png")
         png = read_rgb_uint8(require(reference_dir / "out" / name / "Set5" / f"{img}.png"))
@@ -124,11 +112,11 @@ def test_set5_is_bit_exact_2025_2026(name, loaded, data_dir: Path, reference_dir
 
 @pytest.mark.parametrize("dataset", list(METRICS_CHECKED))
 @pytest.mark.parametrize("name", ZOO_2025_2026)
-def test_per_image_metrics_2025_2026(name, dataset: str, loaded, data_dir: Path, metrics_2025_2026) -> None:
+def test_per_image_metrics_2025_2026(name, dataset: str, zoo, data_dir: Path, metrics_2025_2026) -> None:
     ref = metrics_2025_2026[dataset][name]
     lr_files = sorted(require(data_dir / dataset / "LR_bicubic" / "X4").glob("*.png"))
     assert [p.stem for p in lr_files] == sorted(ref)
-    model = _model(name, loaded)
+    model = zoo(name)
     worst = 0.0
     for lr_path in lr_files:
         img = lr_path.stem

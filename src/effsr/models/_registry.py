@@ -123,6 +123,17 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
     )
 
 
+def model_zoo_record(repo: str, commit: str, file: str, **fields: Any) -> WeightsRecord:
+    """The record of ``model_zoo/<file>`` in a GitHub repository at a pinned commit (the NTIRE challenge layout):
+    the download URL and the source line are built from ``repo`` and ``commit``; ``fields`` are the rest."""
+    return WeightsRecord(
+        file=file,
+        url=f"https://github.com/{repo}/raw/{commit}/model_zoo/{file}",
+        source=f"{repo} @ {commit[:8]}, model_zoo/{file}",
+        **fields,
+    )
+
+
 def numbered_blocks(state_dict: StateDict, prefix: str, *, start: int = 1) -> int | None:
     """How many numbered submodules ``<prefix><i>.`` the keys hold, if they run ``start, start + 1, ...`` without a gap.
 

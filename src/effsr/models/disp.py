@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
 from .blocks import PixelShuffleUpsampler
 from .span import Conv3XC
 
@@ -113,16 +112,16 @@ def detect_disp(state_dict: StateDict) -> dict[str, Any] | None:
 _REPO = "Amazingren/NTIRE2026_ESR"
 _COMMIT = "4592ce6db68b395699f13e7e2a4e3baf317ef1c6"
 
-DISP_NTIRE2026 = WeightsRecord(
+DISP_NTIRE2026 = model_zoo_record(
+    _REPO,
+    _COMMIT,
+    "team18_DISP.pth",
     name="disp_ntire2026",
     model="disp",
-    file="team18_DISP.pth",
-    url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team18_DISP.pth",
     sha256="b53944ab3a6ab63d5004f5dd0fae3d76cc7d308f2145942d0e41211aaf9225bf",
     wrapper_key=None,  # bare state_dict, loaded strictly by the harness
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 32, "num_blocks": 4, "extra_convs": 1},
     params=163_792,
-    source=f"{_REPO} @ {_COMMIT[:8]}, model_zoo/team18_DISP.pth",
     licence="MIT",
     scale=4,
     description="DISP (NTIRE 2026 ESR, team 18): 4 residual blocks of 4 convs, no attention; Set5 x4 RGB PSNR 30.04 dB",

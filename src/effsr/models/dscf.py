@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
 from .blocks import DIV2K_RGB_MEAN, PixelShuffleUpsampler, rgb_mean_tensor
 from .span import SPAB, SPAN, Conv3XC, detect_span
 
@@ -279,16 +278,16 @@ _COMMIT_2025 = "b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4"
 _REPO_2026 = "Amazingren/NTIRE2026_ESR"
 _COMMIT_2026 = "4592ce6db68b395699f13e7e2a4e3baf317ef1c6"
 
-DSCF_NTIRE2025 = WeightsRecord(
+DSCF_NTIRE2025 = model_zoo_record(
+    _REPO_2025,
+    _COMMIT_2025,
+    "team23_DSCF.pth",
     name="dscf_ntire2025",
     model="dscf",
-    file="team23_DSCF.pth",
-    url=f"https://github.com/{_REPO_2025}/raw/{_COMMIT_2025}/model_zoo/team23_DSCF.pth",
     sha256="239e76bc4e4e738491c3963805c0a79f524400acf5fbde34b2cb1a855dd62cb1",
     wrapper_key=None,  # bare state_dict, merged (deploy) form; the harness loads strict=False but all 44 keys match
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 26, "num_blocks": 6},
     params=130_828,
-    source=f"{_REPO_2025} @ {_COMMIT_2025[:8]}, model_zoo/team23_DSCF.pth",
     licence="MIT",
     scale=4,
     description="DSCF / DSCLoRA (NTIRE 2025 ESR 1st overall, team 23): SPAN 26 ch with merged ConvLoRA; "
@@ -297,16 +296,16 @@ DSCF_NTIRE2025 = WeightsRecord(
     state_dict_sha256="3e2f2de29eff3547065b8a837026d752307a363a479265a38164de8ff7e449a6",
 )
 
-DSCF_FUSED_NTIRE2026 = WeightsRecord(
+DSCF_FUSED_NTIRE2026 = model_zoo_record(
+    _REPO_2026,
+    _COMMIT_2026,
+    "team15_DSCF_Fused.pth",
     name="dscf_fused_ntire2026",
     model="dscf_fused",
-    file="team15_DSCF_Fused.pth",
-    url=f"https://github.com/{_REPO_2026}/raw/{_COMMIT_2026}/model_zoo/team15_DSCF_Fused.pth",
     sha256="2d6157faa97494dc4970016720b75b06db584e1386c54bcaa2e45feb41e9a189",
     wrapper_key=None,  # bare state_dict, loaded strictly by the harness
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 26, "num_blocks": 6},
     params=125_992,
-    source=f"{_REPO_2026} @ {_COMMIT_2026[:8]}, model_zoo/team15_DSCF_Fused.pth",
     licence="MIT",
     scale=4,
     description="DSCF_Fused (NTIRE 2026 ESR, team 15): DSCF's layout with two conv pairs as single convs; "

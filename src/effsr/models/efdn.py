@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
 from .blocks import EdgeConv3x3
 
 # Official EFDN: the ESA works at a quarter of the feature width (n_feats // 4).
@@ -269,16 +268,16 @@ def detect_efdn(state_dict: StateDict) -> dict[str, Any] | None:
 _REPO = "Amazingren/NTIRE2025_ESR"
 _COMMIT = "b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4"
 
-EFDN_NTIRE2025 = WeightsRecord(
+EFDN_NTIRE2025 = model_zoo_record(
+    _REPO,
+    _COMMIT,
+    "team00_EFDN.pth",
     name="efdn_ntire2025",
     model="efdn",
-    file="team00_EFDN.pth",
-    url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team00_EFDN.pth",
     sha256="71069f10ef234cd123f45ac8e69099f0a1fdc0c16afcfe2189e50071d47ce477",
     wrapper_key=None,  # bare state_dict, deploy form
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 48, "deploy": True},
     params=276_192,
-    source=f"{_REPO} @ {_COMMIT[:8]}, model_zoo/team00_EFDN.pth",
     licence="MIT",
     scale=4,
     description="EFDN (NTIRE 2023 ESR winner, NTIRE 2025 ESR baseline, team 00), 48 ch, deploy form; "

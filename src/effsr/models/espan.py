@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
 from .span import SPAB, Conv3XC
 
 # The stem's kernel (official file: ``Conv9XC``, a 9x9 conv with padding 4 under ``conv_1.eval_conv``).
@@ -123,16 +122,16 @@ def detect_espan(state_dict: StateDict) -> dict[str, Any] | None:
 _REPO = "Amazingren/NTIRE2025_ESR"
 _COMMIT = "b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4"
 
-ESPAN_NTIRE2025 = WeightsRecord(
+ESPAN_NTIRE2025 = model_zoo_record(
+    _REPO,
+    _COMMIT,
+    "team36_espan.pth",
     name="espan_ntire2025",
     model="espan",
-    file="team36_espan.pth",
-    url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team36_espan.pth",
     sha256="f54d2668aef25cd490ff0ced3c47ba2978fa7cb341264a5339b239ef602ea59c",
     wrapper_key=None,  # bare state_dict of the teacher path the harness runs
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 32, "num_blocks": 5},
     params=192_272,
-    source=f"{_REPO} @ {_COMMIT[:8]}, model_zoo/team36_espan.pth",
     licence="MIT",
     scale=4,
     description="ESPAN (NTIRE 2025 ESR, team 36): SPAN with a 9x9 stem, 32 ch; Set5 x4 RGB PSNR 30.04 dB",

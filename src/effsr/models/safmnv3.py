@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
+from .safmnpp import SAFMNPP, AttBlock
 
 # Official file: SimpleSAFM(dim, split_dim=12) in every block; the modulation pools to (h // 8, w // 8).
 _SPLIT_CHANNELS = 12
@@ -72,29 +72,23 @@ class FFNv3(nn.Module):
         return self.conv2(F.gelu(self.conv1(x)))
 
 
-class AttBlockV3(nn.Module):
-    """``x + FFN(SimpleSAFM(x))``."""
+class AttBlockV3(AttBlock):
+    """``x + FFN(SimpleSAFM(x))`` with SAFMNv3's two halves (SAFMN++'s block otherwise)."""
 
-    def __init__(self, num_features: int, ffn_scale: float) -> None:
-        super().__init__()
-        self.conv1 = SimpleSAFMv3(num_features)
-        self.conv2 = FFNv3(num_features, ffn_scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.conv1(x)) + x
+    safm = SimpleSAFMv3
+    ffn = FFNv3
 
 
-class SAFMNv3(nn.Module):
-    """SAFMNv3: to_feat 3x3, ``num_blocks`` AttBlocks, 3x3 conv + PixelShuffle, + bilinear upscaled input.
+class SAFMNv3(SAFMNPP):
+    """SAFMNv3: SAFMN++'s network (``safmnpp.py``: to_feat 3x3, ``num_blocks`` blocks, 3x3 conv + PixelShuffle, +
+    bilinear upscaled input) with SAFMNv3's blocks. Input and output are float RGB in [0,1]. No clamping.
 
-    Input and output are float RGB in [0,1]. No clamping.
+    Size facts as SAFMN++'s (official README trap 10): the adaptive max-pool to (h // 8, w // 8) fails below 8 pixels
+    (``min_size`` 8) and sits on an 8-pixel grid (``tile_multiple`` 8); the per-channel variance over the whole map
+    makes every output depend on the whole input (no receptive radius).
     """
 
-    # Official README trap 10: the adaptive max-pool to (h // 8, w // 8) fails below 8 pixels.
-    min_size: int = 8
-    # Tiling (effsr.infer): the adaptive max-pool windows sit on an 8-pixel grid when the size is a multiple of 8; the
-    # per-channel variance over the whole map makes every output depend on the whole input (no receptive radius).
-    tile_multiple: int = 8
+    block = AttBlockV3
 
     def __init__(
         self,
@@ -106,21 +100,8 @@ class SAFMNv3(nn.Module):
         num_blocks: int = 6,
         ffn_scale: float = 1.5,
     ) -> None:
-        super().__init__()
-        if out_channels != in_channels:
-            raise ValueError("SAFMNv3 adds the upscaled input to its output: in_channels must equal out_channels")
-        self.scale = int(scale)
-        self.to_feat = nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False)
-        self.feats = nn.Sequential(*(AttBlockV3(num_features, ffn_scale) for _ in range(num_blocks)))
-        self.to_img = nn.Sequential(
-            nn.Conv2d(num_features, out_channels * self.scale * self.scale, 3, padding=1, bias=False),
-            nn.PixelShuffle(self.scale),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Image-level skip: bilinear by the scale factor, half-pixel centres (official forward, align_corners unset).
-        res = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return self.to_img(self.feats(self.to_feat(x))) + res
+        super().__init__(scale=scale, in_channels=in_channels, out_channels=out_channels, num_features=num_features,
+                         num_blocks=num_blocks, ffn_scale=ffn_scale)
 
 
 def safmnv3(
@@ -157,16 +138,16 @@ def detect_safmnv3(state_dict: StateDict) -> dict[str, Any] | None:
 _REPO = "Amazingren/NTIRE2025_ESR"
 _COMMIT = "b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4"
 
-SAFMNV3_NTIRE2025 = WeightsRecord(
+SAFMNV3_NTIRE2025 = model_zoo_record(
+    _REPO,
+    _COMMIT,
+    "team19_safmnv3.pth",
     name="safmnv3_ntire2025",
     model="safmnv3",
-    file="team19_safmnv3.pth",
-    url=f"https://github.com/{_REPO}/raw/{_COMMIT}/model_zoo/team19_safmnv3.pth",
     sha256="07ca690f7935b97978a36bbb2e82aa821ffea7d38555eeb8468ee9e1425bd4dd",
     wrapper_key=None,  # bare state_dict
     kwargs={"scale": 4, "in_channels": 3, "out_channels": 3, "num_features": 40, "num_blocks": 6, "ffn_scale": 1.5},
     params=144_672,
-    source=f"{_REPO} @ {_COMMIT[:8]}, model_zoo/team19_safmnv3.pth",
     licence="MIT",
     scale=4,
     description="SAFMNv3 (NTIRE 2025 ESR, team 19), dim 40, 6 blocks; Set5 x4 RGB PSNR 30.12 dB",

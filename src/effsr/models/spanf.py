@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsRecord
-from ._registry import ModelSpec, StateDict, numbered_blocks, pixel_shuffle_scale, register_model
+from ._registry import ModelSpec, StateDict, model_zoo_record, numbered_blocks, pixel_shuffle_scale, register_model
 from .span import SPAB, Conv3XC
 
 
@@ -353,62 +352,62 @@ _COMMIT_2025 = "b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4"
 _REPO_2026 = "Amazingren/NTIRE2026_ESR"
 _COMMIT_2026 = "4592ce6db68b395699f13e7e2a4e3baf317ef1c6"
 
-SPANF_NTIRE2025 = WeightsRecord(
+SPANF_NTIRE2025 = model_zoo_record(
+    _REPO_2025,
+    _COMMIT_2025,
+    "team24_spanf.pth",
     name="spanf_ntire2025",
     model="spanf",
-    file="team24_spanf.pth",
-    url=f"https://github.com/{_REPO_2025}/raw/{_COMMIT_2025}/model_zoo/team24_spanf.pth",
     sha256="1508c566008654646bea1edff537c83dd7a6fe8f6ffda3f25f9eb7ba09cbbcd3",
     wrapper_key=None,  # bare state_dict, saved with CUDA storages (read with map_location="cpu")
     kwargs={"scale": 4, "in_channels": 3, "num_features": 32, "num_blocks": 5},
     params=148_288,
-    source=f"{_REPO_2025} @ {_COMMIT_2025[:8]}, model_zoo/team24_spanf.pth",
     licence="MIT",
     scale=4,
     description="SPAN-F (NTIRE 2025 ESR 2nd overall, team 24 XiaomiMM), 32 ch; Set5 x4 RGB PSNR 29.85 dB",
 )
 
-PDS_NTIRE2026 = WeightsRecord(
+PDS_NTIRE2026 = model_zoo_record(
+    _REPO_2026,
+    _COMMIT_2026,
+    "team01_PDS.pth",
     name="pds_ntire2026",
     model="pds",
-    file="team01_PDS.pth",
-    url=f"https://github.com/{_REPO_2026}/raw/{_COMMIT_2026}/model_zoo/team01_PDS.pth",
     sha256="6196a5e03e7d3fb58e3c35427bdd00290e693c8b530f5f8573108e517b9ade46",
     wrapper_key=None,  # bare state_dict, saved with CUDA storages
     kwargs={"scale": 4, "in_channels": 3, "num_features": 32, "num_blocks": 5, "tail_channels": 20},
     params=141_748,
-    source=f"{_REPO_2026} @ {_COMMIT_2026[:8]}, model_zoo/team01_PDS.pth",
     licence="MIT",
     scale=4,
     description="PDS (NTIRE 2026 ESR, team 01): SPAN-F with a 20-channel tail; Set5 x4 RGB PSNR 29.82 dB",
 )
 
-PKDSR_NTIRE2026 = WeightsRecord(
+PKDSR_NTIRE2026 = model_zoo_record(
+    _REPO_2026,
+    _COMMIT_2026,
+    "team16_PKDSR.pth",
     name="pkdsr_ntire2026",
     model="pkdsr",
-    file="team16_PKDSR.pth",
-    url=f"https://github.com/{_REPO_2026}/raw/{_COMMIT_2026}/model_zoo/team16_PKDSR.pth",
     sha256="737fb4bb122c8dcdc0e3b6864d420819206ef7260e90b4a3e984c40c64e56d24",
     # The file also holds 'params' (non-EMA, up to 0.0045 apart); the organisers load 'params_ema'.
     wrapper_key="params_ema",
     kwargs={"scale": 4, "in_channels": 3, "num_features": 32, "num_blocks": 5, "tail_channels": 24},
     params=143_928,
-    source=f"{_REPO_2026} @ {_COMMIT_2026[:8]}, model_zoo/team16_PKDSR.pth",
     licence="MIT",
     scale=4,
     description="PKDSR (NTIRE 2026 ESR, team 16): SPAN-F with a pruned 24-channel tail; Set5 x4 RGB PSNR 29.84 dB",
 )
 
-SPANV2_NTIRE2026 = WeightsRecord(
+SPANV2_NTIRE2026 = model_zoo_record(
+    _REPO_2026,
+    _COMMIT_2026,
+    "team22_spanv2_c2.pth",
     name="spanv2_c2_ntire2026",
     model="spanv2",
-    file="team22_spanv2_c2.pth",
-    url=f"https://github.com/{_REPO_2026}/raw/{_COMMIT_2026}/model_zoo/team22_spanv2_c2.pth",
     sha256="fca2743272b8a7fb32931ed3287454173c7d209f204cb2f58084ee868414d371",
     wrapper_key=None,  # bare state_dict
     kwargs={"scale": 4, "in_channels": 3, "num_features": 32, "num_blocks": 5, "bias": False},
     params=139_104,
-    source=f"{_REPO_2026} @ {_COMMIT_2026[:8]}, model_zoo/team22_spanv2_c2.pth",
     licence="MIT",
     scale=4,
     description="SPANV2_ESR C2 (NTIRE 2026 ESR 1st overall, team 22 Xiaomi), 32 ch, attention in PyTorch; "

@@ -85,9 +85,12 @@ def test_strict_load_and_load_by_file(name: str, zoo, weights_dir: Path) -> None
     assert all(torch.equal(own[k], v) for k, v in sd.items())
     assert sum(p.numel() for p in model.parameters()) == params
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    # A bare file (the wrapper found by its key) rebuilds the same architecture, e.g. effsr.load("team24_spanf.pth").
-    by_file = effsr.load(str(weights_dir / file))
-    assert type(by_file) is type(model)
+    # A bare file (the wrapper found by its key) rebuilds the same architecture; so does its published name alone,
+    # e.g. effsr.load("team24_spanf.pth"), found in the weights mirror (the architecture still detected from the keys).
+    for given in (str(weights_dir / file), file):
+        by_file = effsr.load(given)
+        assert type(by_file) is type(model), given
+        assert all(torch.equal(by_file.state_dict()[k], v) for k, v in sd.items())
     assert effsr.detect_architecture(sd) == (name, dict(get_spec(name).default_weights.kwargs))
 
 

@@ -209,6 +209,17 @@ def _finish(model: nn.Module, device: str | torch.device | None) -> nn.Module:
     return model
 
 
+def _weights_path(weights: str | os.PathLike[str], download: bool) -> Path:
+    """An existing file as given; a bare file name that is no file here but a published record's file (e.g.
+    ``"team24_spanf.pth"``) resolves like that record (mirror, cache, verified download)."""
+    given = Path(weights).expanduser()
+    if not given.exists() and given.name == str(weights):
+        record = next((r for r in all_weight_records() if r.file == given.name), None)
+        if record is not None:
+            return resolve_weights(record, download=download)
+    return resolve_weights(path=weights)
+
+
 def load_model(
     model: str | None = None,
     weights: str | os.PathLike[str] | None = None,
@@ -223,7 +234,8 @@ def load_model(
       (explicit path, ``$EFFSR_WEIGHTS_DIR``, cache, verified download).
     - ``load_model("mdrn", scale=3)``: the record of ``mdrn`` whose constructor args match.
     - ``load_model("rlfn", "file.pth")`` or ``load_model(weights="file.pth")``: a given file; with no
-      model name the architecture comes from effsr metadata (safetensors) or is detected from the keys.
+      model name the architecture comes from effsr metadata (safetensors) or is detected from the keys. A bare
+      published file name that is not a file here (``"team24_spanf.pth"``) is found like its record.
     - ``load_model("some.pth")``: a path given as first argument is treated as ``weights``.
     """
     if model is not None and weights is None and (
@@ -234,7 +246,7 @@ def load_model(
         raise ValueError("give a model name, a weights file, or both")
 
     if weights is not None:
-        path = resolve_weights(path=weights)
+        path = _weights_path(weights, download)
         meta = read_effsr_metadata(path)
         record = None
         if model is not None:

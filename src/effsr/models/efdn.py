@@ -199,7 +199,7 @@ class EFDN(nn.Module):
     ``f3 = local_fuse[1](cat[c2, c3])``, ``c4 = cell4(f3)``, ``f4 = local_fuse[2](cat[c2, c4])``; then ``f4 + head``.
     """
 
-    # The ESA's stride-2 unpadded conv then its 7x7 max-pool need LR >= 15x15 (as RLFN's, specs/README.md pitfall 17).
+    # The ESA's stride-2 unpadded conv then its 7x7 max-pool need LR >= 15x15, as RLFN's (specs/README.md, section 5).
     min_size: int = 15
     # Tiling (effsr.infer): ESA's stride-2 conv then stride-3 max-pool repeat every 6 LR pixels.
     tile_multiple: int = 6

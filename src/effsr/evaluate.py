@@ -459,7 +459,7 @@ def model_cost(model: nn.Module, lr_size: tuple[int, int] = (256, 256)) -> Model
         x = torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(0)).to(dev)
         with torch.no_grad():
             macs = int(fvcore_counts(model, x)[0])
-        return ModelCost(params, macs, lr_size, "fvcore, NTIRE 2024")
+        return ModelCost(params, macs, lr_size, "fvcore, the NTIRE 2024-2026 count")
     except ImportError:  # no profiler or no fvcore (optional dependency effsr[profile])
         return ModelCost(params, _conv_macs(model, lr_size), lr_size, "conv/linear hooks")
     finally:
@@ -472,9 +472,11 @@ def plot_quality_vs_cost(
     *,
     metric: str = "psnr_rgb",
 ) -> Path:
-    """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one colour per dataset.
+    """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one panel per dataset.
 
-    ``points`` holds (model, dataset, metric value, cost). Uses matplotlib's Agg backend (no display needed).
+    ``points`` holds (model, dataset, metric value, cost). Each dataset gets its own panel (its own metric range; the
+    GMACs axis is shared), and the labels of neighbouring points alternate above and below. Uses matplotlib's Agg
+    backend (no display needed).
     """
     import matplotlib
 
@@ -484,30 +486,30 @@ def plot_quality_vs_cost(
     pts = list(points)
     if not pts:
         raise ValueError("nothing to plot")
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    max_params = max(c.params for *_, c in pts) or 1
     datasets = list(dict.fromkeys(d for _, d, _, _ in pts))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.6 * len(datasets) + 0.6), dpi=120, sharex=True,
+                             squeeze=False)
+    max_params = max(c.params for *_, c in pts) or 1
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, ds in enumerate(datasets):
-        sel = [(m, v, c) for m, d, v, c in pts if d == ds]
+    for i, (ds, ax) in enumerate(zip(datasets, axes[:, 0], strict=True)):
+        sel = sorted(((m, v, c) for m, d, v, c in pts if d == ds), key=lambda t: (t[2].macs, t[1]))
         ax.scatter(
             [c.macs / 1e9 for _, _, c in sel],
             [v for _, v, _ in sel],
-            s=[40 + 800 * c.params / max_params for _, _, c in sel],
+            s=[30 + 600 * c.params / max_params for _, _, c in sel],
             alpha=0.6,
             color=colors[i % len(colors)],
             edgecolors="black",
-            label=ds,
         )
-        for m, v, c in sel:
-            ax.annotate(m, (c.macs / 1e9, v), xytext=(5, 5), textcoords="offset points", fontsize=8)
+        for j, (m, v, c) in enumerate(sel):
+            ax.annotate(m, (c.macs / 1e9, v), xytext=(5, 6 if j % 2 == 0 else -11), textcoords="offset points",
+                        fontsize=7)
+        ax.set_ylabel(_HEADERS.get(metric, metric))
+        ax.set_title(ds, fontsize=10)
+        ax.grid(True, alpha=0.3)
     lr = pts[0][3].lr_size
-    ax.set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
-    ax.set_ylabel(_HEADERS.get(metric, metric))
-    ax.set_title("Quality vs cost (marker area ~ parameters)")
-    ax.grid(True, alpha=0.3)
-    if len(datasets) > 1:
-        ax.legend()
+    axes[-1, 0].set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
+    fig.suptitle("Quality vs cost (marker area ~ parameters)")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

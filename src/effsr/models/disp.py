@@ -6,7 +6,7 @@ parameters, 10.6934 G FLOPs, 40.89 M activations, 19 convs; DIV2K_LSDIR valid / 
 Official code and weights: ``Amazingren/NTIRE2026_ESR`` @ 4592ce6db68b395699f13e7e2a4e3baf317ef1c6,
 ``models/team18_DISP.py``, ``model_zoo/team18_DISP.pth``. Licence: MIT (the repository's root ``LICENSE``; the model
 file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official code
-copied).
+copied); the "official README trap N" cited below are that file's numbered traps.
 
 Official README trap 12: the class ignores its ``num_block`` argument (always 4 blocks) and gives each block one extra
 conv: a REECB is conv-SiLU-conv-SiLU-conv-SiLU-conv, then ``SiLU(c3) + x`` (the extra conv sits in the ModuleList

@@ -10,7 +10,8 @@ Official code and weights:
 ``model_zoo/team23_DSCF.pth``;
 ``Amazingren/NTIRE2026_ESR`` @ 4592ce6db68b395699f13e7e2a4e3baf317ef1c6, ``models/team15_DSCF_Fused.py``,
 ``model_zoo/team15_DSCF_Fused.pth``. Licence: MIT (both repositories' root ``LICENSE``; the model files state none).
-Written from the official files read as facts and ``shared/official/README.md`` (no official code copied).
+Written from the official files read as facts and ``shared/official/README.md`` (no official code copied); the
+"official README trap N" cited below are that file's numbered traps.
 
 **DSCF** is SPAN's deploy network at 26 channels (``span.py``): same six SPABs, the same four-way ``conv_cat`` over
 ``[conv_1 out, conv_2(block 6), block 1, SiLU(block_6.c1_r(.))]`` (official README trap 3: the in-place SiLU), the

@@ -7,7 +7,7 @@ Paper: Y. Wang, "Edge-enhanced Feature Distillation Network for Efficient Super-
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team00_EFDN.py``, ``model_zoo/team00_EFDN.pth``. Licence: MIT (the repository's root ``LICENSE``; the model
 file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official code
-copied).
+copied); the "official README trap N" cited below are that file's numbered traps.
 
 Official README trap 4: the forward ends with ``clamp(0, 1)`` (the network's own output is clamped); each cell adds its
 residual after the attention; its ESA has a max-pool k7 s3 after an unpadded stride-2 3x3 conv, then ``conv_max``,

@@ -6,7 +6,7 @@ code: 192,272 parameters, 12.5556 G fvcore FLOPs at LR 256x256.
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team36_espan.py``, ``model_zoo/team36_espan.pth``. Licence: MIT (the repository's root ``LICENSE``; the
 model file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official
-code copied).
+code copied); the "official README trap N" cited below are that file's numbered traps.
 
 The organisers build ``ESPAN(..., teacher_feature_channels=32, teacher_extra_depth=1, use_fast_op=False)`` (model_id
 36; official README trap 11). The network that runs is the file's "teacher" path: a 9x9 ``conv_1``, five SPABs

@@ -8,7 +8,7 @@ parameters, 9.52 G FLOPs and 76.69 M activations (RTX 3090); the official code m
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team19_SAFMNv3.py``, ``model_zoo/team19_safmnv3.pth``. Licence: MIT (the repository's root ``LICENSE``; the
 model file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official
-code copied).
+code copied); the "official README trap N" cited below are that file's numbered traps.
 
 Unlike SAFMN++ (``safmnpp.py``) the modulation block has two 3x3 projections (``conv1`` to the 12 modulated
 channels, ``conv2`` to the rest), adds the *unbiased* per-channel variance of the modulated part over the whole map to

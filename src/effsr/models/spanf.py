@@ -14,7 +14,8 @@ Official code and weights:
 ``model_zoo/team01_PDS.pth``, ``models/team16_PKDSR.py`` / ``model_zoo/team16_PKDSR.pth`` (wrapper ``params_ema``),
 ``models/team22_SPANV2_ESR.py`` / ``model_zoo/team22_spanv2_c2.pth``. Licence: MIT (both repositories' root
 ``LICENSE``; the model files state none).
-Written from the official files read as facts and ``shared/official/README.md`` (no official code copied).
+Written from the official files read as facts and ``shared/official/README.md`` (no official code copied); the
+"official README trap N" cited below are that file's numbered traps.
 
 The layout (official README trap 6): the 0..1 input, with no mean shift, feeds both ``conv_near``, a bias-free grouped
 3x3 conv 3 -> 48 (groups 3; in SPANF's and PDS's files exactly the nearest-neighbour copy, in PKDSR's and SPANV2's

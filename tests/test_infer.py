@@ -223,7 +223,7 @@ TILING_FACTS: dict[str, dict[str, int]] = {
     "agdn": {"tile_multiple": 6, "min_tile": 96},  # MVSA stride 2 x 3; TLC attention windows of 96 (AGDN.md 3.6)
     "safmnpp": {"tile_multiple": 8},  # adaptive max-pool to (h//8, w//8)
     "efdn": {"tile_multiple": 6},  # ESA as RLFN's: stride-2 conv, then max-pool stride 3
-    "safmnv3": {"tile_multiple": 8},  # adaptive max-pool to (h//8, w//8), plus a whole-map variance
+    "safmnv3": {"tile_multiple": 8, "min_tile": 96},  # adaptive max-pool to (h//8, w//8); whole-map variance
 }
 
 

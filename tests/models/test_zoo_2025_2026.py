@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import effsr
 from effsr.cli import app
-from effsr.deploy import reparameterize_model
+from effsr.deploy import prepare, reparameterize_model
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.infer import upscale
 from effsr.models import all_weight_records, get_spec, list_models
@@ -52,6 +52,8 @@ SHARED_LAYOUT = {("team23_DSCF.pth", "span")}
 LOCAL = ("dscf", "spanf", "espan", "pds", "pkdsr", "disp", "dscf_fused", "spanv2")
 # Models with a strided / pooled grid and a global statistic or a resize by size: declared period, no radius.
 GLOBAL = {"efdn": 6, "safmnv3": 8}
+# SAFMNv3's tiles estimate its whole-map variance: at least 96 LR pixels (safmnv3.py, tests/test_infer.py).
+MIN_TILE = {"safmnv3": 96}
 
 # Nothing here depends on the thread count; one thread avoids OpenMP stalls on a shared machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -279,6 +281,10 @@ def test_global_models_declare_a_period_and_no_radius(name: str, zoo, data_dir: 
     model = zoo(name)
     assert getattr(type(model), "receptive_radius", None) is None
     assert type(model).tile_multiple == GLOBAL[name]
+    # Every engine carries the tiling facts (SAFMNv3's 96-pixel minimum tile included) to effsr.infer.
+    for backend in ("fast", "onnxruntime"):
+        engine = prepare(model, backend, tune_malloc=False)
+        assert (engine.tile_multiple, getattr(engine, "min_tile", 0)) == (GLOBAL[name], MIN_TILE.get(name, 0))
     x = _crop(data_dir, 48, 48)
     bumped = x.clone()
     bumped[:, :, 2, 2] += 0.5

@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("eager", "fast", "onnxruntime")
 # Attributes the tiler (effsr.infer) reads from a model: every engine copies them from the model it wraps.
-MODEL_ATTRIBUTES = ("scale", "min_size", "tile_multiple", "receptive_radius")
+MODEL_ATTRIBUTES = ("scale", "min_size", "tile_multiple", "min_tile", "receptive_radius")
 # Issue 4 item 1: every fp32 fast path equals the eager forward within 5e-4 in [0,1] units (1/8 of an 8-bit level).
 FP32_TOLERANCE = 5e-4
 # Lower precisions: bound on the max abs error against the float32 eager forward, in [0,1] units. Measured on Set5

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,9 @@ import torch  # noqa: E402
 from effsr.runtime import single_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# The NTIRE 2025 and 2026 zoo entries, under the keys of ../shared/official/README.md and ../shared/reference
+# (metrics_ntire2025_2026/, complexity_ntire2025_2026.json).
+ZOO_2025_2026 = ("efdn", "dscf", "spanf", "safmnv3", "espan", "pds", "pkdsr", "disp", "dscf_fused", "spanv2")
 ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -66,6 +69,24 @@ def reference_dir(assets: Path) -> Path:
 @pytest.fixture(scope="session")
 def set5_metrics(reference_dir: Path) -> dict:
     return json.loads(require(reference_dir / "metrics" / "Set5.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def zoo(weights_dir: Path) -> Callable[[str], torch.nn.Module]:
+    """``zoo(name)``: the zoo model with its default official weights, loaded once per session (eval mode, no grad).
+
+    Shared between test modules: a test must not change the model it gets (build or load its own to do that).
+    """
+    import effsr
+
+    cache: dict[str, torch.nn.Module] = {}
+
+    def load(name: str) -> torch.nn.Module:
+        if name not in cache:
+            cache[name] = effsr.load(name)
+        return cache[name]
+
+    return load
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,9 @@ from effsr.deploy.passes import DISABLE_ENV, NATIVE_PASSES, PASS_NAMES, pipeline
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.tiling import TilingSpec
 
-ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn"]
+from .conftest import ZOO_2025_2026
+
+ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn", *ZOO_2025_2026]
 # (H, W): two small sizes and a non-square one; MSN needs >= 29 (specs/README.md section 5).
 SIZES = [(32, 40), (48, 48), (37, 61)]
 

@@ -148,3 +148,39 @@ def test_cost_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert fallback.macs == cost.macs and fallback.counter == "conv/linear hooks"
     out = plot_quality_vs_cost([("a", "set5", 30.0, cost), ("b", "set14", 27.0, cost)], tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _link_set(root: Path, name: str, src: Path, stems: list[str]) -> Path:
+    """A dataset folder ``root/name`` (HR/ + LR_bicubic/X4/) holding links to some images of a shipped set."""
+    for sub in ("HR", "LR_bicubic/X4"):
+        (root / name / sub).mkdir(parents=True)
+        for stem in stems:
+            (root / name / sub / f"{stem}.png").symlink_to(src / sub / f"{stem}.png")
+    return root / name
+
+
+def test_cli_all_models_leaderboard_and_psnr_gate(data_dir: Path, reference_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--all-models ends with one row per model (params, the challenge's MACs, PSNR / SSIM per dataset, time per
+    image); a set named like the challenge's DIV2K_LSDIR valid / test is checked against the year's PSNR gate.
+    Golden values: shared/reference/metrics_ntire2025_2026 (PDS) and complexity_ntire2025_2026.json."""
+    import effsr.models
+
+    monkeypatch.setattr(effsr.models, "list_models", lambda: ["pds", "spanv2"])
+    # Set5 butterfly + head (PDS: 26.3136 and 29.8587 dB, mean 28.0862) and B100 167083 (PDS: 18.5524 dB).
+    valid = _link_set(tmp_path, "DIV2K_LSDIR_valid", data_dir / "Set5", ["butterfly", "head"])
+    test = _link_set(tmp_path, "DIV2K_LSDIR_test", data_dir / "B100", ["167083"])
+    ref = json.loads((reference_dir / "metrics_ntire2025_2026" / "Set5.json").read_text())["pds"]
+    valid_psnr = (ref["butterfly"]["psnr_rgb"] + ref["head"]["psnr_rgb"]) / 2
+    valid_ssim = (ref["butterfly"]["ssim_rgb"] + ref["head"]["ssim_rgb"]) / 2
+    result = CliRunner().invoke(app, ["eval", "--all-models", "--backend", "eager", "--ntire", "2025",
+                                      str(valid), str(test)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "| model | params | GMACs | DIV2K_LSDIR_valid PSNR RGB (dB) / SSIM RGB |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| pds | 141,748 | 9.25 |"))
+    assert f"| {valid_psnr:.4f} / {valid_ssim:.4f} |" in row
+    assert any(line.startswith("| spanv2 | 139,104 | 9.11 |") for line in out.splitlines())
+    text = " ".join(out.split())
+    assert f"NTIRE 2025 PSNR gate on valid (26.90 dB, compared at 0.01 dB): pds passes with {valid_psnr:.4f} dB" in text
+    assert "NTIRE 2025 PSNR gate on test (26.99 dB, compared at 0.01 dB): pds fails with 18.5524 dB" in text

@@ -222,6 +222,8 @@ TILING_FACTS: dict[str, dict[str, int]] = {
     "msn": {"stride_period": 12},  # stride 2 in both separable halves (1/4 resolution), then stride 3
     "agdn": {"stride_period": 6, "min_tile": 96},  # MVSA stride 2 x 3; TLC attention windows of 96 (AGDN.md 3.6)
     "safmnpp": {"stride_period": 8},  # adaptive max-pool to (h//8, w//8)
+    "efdn": {"stride_period": 6},  # ESA as RLFN's: stride-2 conv, then max-pool stride 3
+    "safmnv3": {"stride_period": 8, "min_tile": 96},  # adaptive max-pool to (h//8, w//8); whole-map variance
 }
 
 

@@ -1,7 +1,8 @@
 """effsr.profile and ``effsr profile``: the NTIRE complexity counts of every zoo model equal the official raw counts.
 
-Golden numbers: ../shared/reference/complexity.json (the official implementations, LR 1x3x256x256), and the NTIRE
-2024 score example of the official README (RLFN scores 7.3891). Runtime and memory are only checked for shape and sign.
+Golden numbers: ../shared/reference/complexity.json and complexity_ntire2025_2026.json (the official implementations,
+LR 1x3x256x256), and the NTIRE 2024 score example of the official README (RLFN scores 7.3891). Runtime and memory are
+only checked for shape and sign; the yearly rules themselves are tested in tests/test_ntire.py.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from effsr.cli import app
 from effsr.imageio import write_rgb_uint8
 from effsr.profile import Complexity, measure_complexity, ntire2024_score
 
-from .conftest import ASSETS, require
+from .conftest import ASSETS, ZOO_2025_2026, require
 
 # Every model of complexity.json (effsr names); mdrn is MDRN 56 ch (mdrn_x4.pth), span/safmnpp reference entries.
 OFFICIAL_MODELS = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "mdrn", "msn", "span", "safmnpp")
+# Every model of complexity_ntire2025_2026.json (spanv2 on its pure-PyTorch path, whose true count the file holds;
+# shared/official/README.md trap 9).
+OFFICIAL_MODELS_2025_2026 = ZOO_2025_2026
 
 EXACT_KEYS = ("params", "macs_fvcore", "activations", "num_conv", "fvcore_by_operator")
 
@@ -49,7 +53,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @functools.cache
 def _reference() -> dict:
-    return json.loads(require(ASSETS / "reference" / "complexity.json").read_text())
+    ref = json.loads(require(ASSETS / "reference" / "complexity.json").read_text())
+    newer = json.loads(require(ASSETS / "reference" / "complexity_ntire2025_2026.json").read_text())
+    return {**ref, **{k: v for k, v in newer.items() if not k.startswith("_")}}
 
 
 @functools.cache
@@ -74,7 +80,7 @@ def _merge_inplace(ops: dict[str, int]) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("name", OFFICIAL_MODELS)
+@pytest.mark.parametrize("name", OFFICIAL_MODELS + OFFICIAL_MODELS_2025_2026)
 def test_counts_equal_official(name: str) -> None:
     c = _model(name)
     ref = _reference()[name]
@@ -89,14 +95,14 @@ def test_counts_equal_official(name: str) -> None:
     assert c.macs_torch == sum(c.macs_torch_by_operator.values())
 
 
-@pytest.mark.parametrize("name", OFFICIAL_MODELS)
+@pytest.mark.parametrize("name", OFFICIAL_MODELS + OFFICIAL_MODELS_2025_2026)
 def test_conv_hook_macs_equal_official(name: str, request: pytest.FixtureRequest) -> None:
     if name in HOOK_COUNT_GAPS:
         request.applymarker(pytest.mark.xfail(strict=True, reason=HOOK_COUNT_GAPS[name]))
     assert _model(name).macs_conv_hooks == _reference()[name]["macs_conv_hooks"]
 
 
-@pytest.mark.parametrize("name", OFFICIAL_MODELS)
+@pytest.mark.parametrize("name", OFFICIAL_MODELS + OFFICIAL_MODELS_2025_2026)
 def test_fvcore_skipped_operators_equal_official(name: str, request: pytest.FixtureRequest) -> None:
     if name in UNSUPPORTED_GAPS:
         request.applymarker(pytest.mark.xfail(strict=True, reason=UNSUPPORTED_GAPS[name]))
@@ -148,7 +154,7 @@ def test_cli_json_and_ntire_mode(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["profile", "--model", "rlfn", "--lr-size", "40x32", "--runs", "2", "--warmup", "1", "--json", str(out),
-         "--ntire", str(tmp_path / "tiny")],
+         "--harness-dir", str(tmp_path / "tiny")],
     )
     assert result.exit_code == 0, result.output
     p = json.loads(out.read_text())
@@ -159,6 +165,12 @@ def test_cli_json_and_ntire_mode(tmp_path: Path) -> None:
     assert [(i["name"], i["lr_size"]) for i in images] == [("a_img", [18, 16]), ("b_img", [20, 24])]
     assert all(i["runtime_ms"] > 0 for i in images)
     assert p["ntire"]["mean_ms"] == pytest.approx(sum(i["runtime_ms"] for i in images) / 2)
+    # Scored by default with the latest rules (NTIRE 2026, SPAN measured here too), runtime from the harness run.
+    score = p["ntire_score"]
+    assert (score["year"], score["baseline"], score["runtime_used"]) == (2026, "span", "harness mean per image")
+    assert score["baseline_params"] == _reference()["span"]["params"]
+    assert score["params"] == pytest.approx(math.exp(2 * p["params"] / _reference()["span"]["params"]))
+    assert score["final"] == pytest.approx(0.8 * score["runtime"] + 0.1 * score["flops"] + 0.1 * score["params"])
 
 
 def test_cli_all_models_scores_rlfn_as_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,17 +181,53 @@ def test_cli_all_models_scores_rlfn_as_baseline(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(effsr.models, "list_models", lambda: ["rlfn", "span"])
     out = tmp_path / "all.json"
     result = CliRunner().invoke(
-        app, ["profile", "--all-models", "--lr-size", "32x32", "--runs", "1", "--warmup", "0", "--json", str(out)]
+        app, ["profile", "--all-models", "--lr-size", "32x32", "--runs", "1", "--warmup", "0", "--json", str(out),
+              "--ntire", "2024"]
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["rlfn", "span"]
     for r in rows:
         _check_payload(r, r["model"], [32, 32], 1)
-    by_name = {r["model"]: r["ntire2024_score"] for r in rows}
+    assert {r["ntire_score"]["year"] for r in rows} == {2024}
+    by_name = {r["model"]: r["ntire_score"] for r in rows}
     assert by_name["rlfn"]["final"] == pytest.approx(math.exp(2), rel=1e-12)
     span, rlfn = rows[1], rows[0]
     # SPAN's FLOPs and params terms against RLFN's, from the counts in the same JSON.
     assert by_name["span"]["flops"] == pytest.approx(math.exp(2 * span["macs_fvcore"] / rlfn["macs_fvcore"]))
     assert by_name["span"]["params"] == pytest.approx(math.exp(2 * span["params"] / rlfn["params"]))
     assert "score" in result.output
+
+
+def test_cli_all_models_default_year_measures_a_missing_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) \
+        -> None:
+    """With no --ntire the latest rules (2026, SPAN) apply; a baseline outside the profiled list is measured anyway."""
+    require(ASSETS / "weights")
+    import effsr.models
+
+    monkeypatch.setattr(effsr.models, "list_models", lambda: ["rlfn", "pds"])
+    out = tmp_path / "all.json"
+    result = CliRunner().invoke(
+        app, ["profile", "--all-models", "--lr-size", "32x32", "--runs", "1", "--warmup", "0", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["rlfn", "pds"]
+    span = _reference()["span"]
+    for r in rows:
+        s = r["ntire_score"]
+        assert (s["year"], s["baseline"], s["baseline_params"]) == (2026, "span", span["params"])
+        assert s["weights"] == {"runtime": 0.8, "flops": 0.1, "params": 0.1}
+        assert s["organisers_gpu"] == "NVIDIA RTX A6000"
+        assert s["flops"] == pytest.approx(math.exp(2 * r["macs_fvcore"] / s["baseline_macs_fvcore"]))
+    assert "NTIRE 2026 score vs SPAN" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2023", "--ntire takes a challenge year (2024, 2025, 2026), got '2023'"),
+    (".", "--harness-dir"),  # the old meaning of --ntire: a folder, pointed at its new flag
+])
+def test_cli_ntire_year_errors(value: str, expected: str) -> None:
+    result = CliRunner().invoke(app, ["profile", "--model", "span", "--ntire", value])
+    assert result.exit_code != 0
+    assert expected in " ".join(result.output.split())

@@ -32,9 +32,14 @@ ZOO = [name for name in list_models() if get_spec(name).weights]
 CROPS = (("barbara", 0, 0), ("ppt3", 56, 24))
 CROP = 108
 # Small tiles: 64 pixels with a 16-pixel overlap (the invisible-seam bound); for exact models the overlap must
-# reach twice the receptive radius (band = radius, see effsr.infer.plan_tiles): 84-pixel tiles, 42 of overlap.
+# reach twice the receptive radius (band = radius, see effsr.infer.plan_tiles): tiles of four radii, two of overlap
+# (SPAN: 84-pixel tiles, 42 of overlap).
 TILE, OVERLAP = 64, 16
-EXACT_TILE, EXACT_OVERLAP = 84, 42
+
+
+def _exact_tiles(spec: TilingSpec) -> tuple[int, int]:
+    radius = int(spec.receptive_radius or 0)
+    return 4 * radius, 2 * radius
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ def test_tiles_match_the_whole_image_through_every_backend(name: str, case: Case
                      tune_malloc=False)
     assert engine.tiling == model.tiling  # carried whole: scale, sizes, stride period, minimum tile, radius
     spec = model.tiling
-    tile, overlap = (EXACT_TILE, EXACT_OVERLAP) if spec.exact else (TILE, OVERLAP)
+    tile, overlap = _exact_tiles(spec) if spec.exact else (TILE, OVERLAP)
     for image, x in crops:
         whole = upscale(engine, x, tile=0)
         tiled = upscale(engine, x, tile=tile, tile_overlap=overlap)

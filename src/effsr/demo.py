@@ -2,7 +2,8 @@
 
 1. Upscale a sample image with a seed model and say where the result is.
 2. Print the quality leaderboard on Set5 (official protocol, every zoo model).
-3. Print the complexity table of the zoo (NTIRE counters at LR 256x256) with the NTIRE 2024 score.
+3. Print the complexity table of the zoo (NTIRE counters at LR 256x256) with the latest NTIRE score
+   (``effsr.ntire``: 2026, against SPAN).
 
 Offline when the weights mirror is present (``EFFSR_WEIGHTS_DIR`` or ``$EFFSR_ASSETS/weights``).
 """
@@ -15,8 +16,6 @@ from pathlib import Path
 
 import torch
 
-SEED_MODELS = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
-REFERENCE_MODELS = ("span", "safmnpp", "mdrn")
 SAMPLE = ("Set14", "comic")  # a small textured image: the SR is worth a look
 DEMO_MODEL = "agdn"
 
@@ -39,9 +38,11 @@ def _upscale_sample(out_dir: Path) -> Path:
 def _leaderboard() -> None:
     import effsr
     from effsr.evaluate import evaluate, find_dataset, markdown_summary
+    from effsr.models import get_spec, list_models
 
     dataset = find_dataset("set5")
-    results = [evaluate(effsr.load(name), dataset, model_name=name) for name in SEED_MODELS + REFERENCE_MODELS]
+    names = [n for n in list_models() if get_spec(n).weights]  # the seed models, NTIRE 2022-2026 entries, teachers
+    results = [evaluate(effsr.load(name), dataset, model_name=name) for name in names]
     results.sort(key=lambda r: r.mean["psnr_rgb"], reverse=True)
     print("\n[2/3] Set5 x4 leaderboard (official NTIRE protocol; PSNR RGB is the challenge metric)\n", flush=True)
     print(markdown_summary(results), flush=True)
@@ -49,8 +50,11 @@ def _leaderboard() -> None:
 
 def _complexity() -> None:
     from effsr.cli import app
+    from effsr.ntire import rules
 
-    title = "Complexity at LR 256x256 (NTIRE 2024 counters; runtime on this CPU, 5 runs after 2 warm-ups)"
+    r = rules()
+    title = (f"Complexity at LR 256x256 (NTIRE counters; runtime on this CPU, 5 runs after 2 warm-ups) with the NTIRE "
+             f"{r.year} score against {r.baseline.model.upper()}")
     print(f"\n[3/3] {title}\n", flush=True)
     app(["profile", "--all-models", "--runs", "5", "--warmup", "2"], standalone_mode=False)
 

@@ -17,8 +17,9 @@ import csv
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "evaluate",
     "evaluate_image",
     "find_dataset",
+    "leaderboard_markdown",
     "markdown_summary",
     "model_cost",
     "plot_quality_vs_cost",
@@ -197,6 +199,8 @@ class ImageResult:
     ssim_y: float
     ssim_rgb: float
     lpips: float | None = None
+    # Wall time of the whole-image SR (forward, uint8 conversion) in evaluate(); not part of the JSON shape.
+    runtime_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, **{k: getattr(self, k) for k in METRICS}}
@@ -225,6 +229,12 @@ class DatasetResult:
         if not self.images:
             return {k: float("nan") for k in self.metric_names}
         return {k: float(np.mean([getattr(r, k) for r in self.images])) for k in self.metric_names}
+
+    @property
+    def mean_runtime_ms(self) -> float | None:
+        """Mean wall time per image of the SR step (None when not timed)."""
+        times = [r.runtime_ms for r in self.images if r.runtime_ms is not None]
+        return float(np.mean(times)) if times and len(times) == len(self.images) else None
 
     def to_dict(self) -> dict[str, Any]:
         """``{"model", "dataset", "images": [{"name", metrics...}], "mean": {metrics...}}`` (issue 3 item 5)."""
@@ -277,10 +287,12 @@ def evaluate(
     for name, hr_path, lr_path in dataset.pairs():
         hr = modcrop(read_rgb_uint8(hr_path), scale)
         lr = read_rgb_uint8(lr_path) if lr_path is not None else degrade_image(hr, scale)
-        sr = super_resolve(model, lr, device)
+        t0 = time.perf_counter()
+        sr = super_resolve(model, lr, device)  # ends on the host (uint8), so CUDA work is finished when it returns
+        runtime_ms = (time.perf_counter() - t0) * 1000.0
         if save_dir is not None:
             write_rgb_uint8(sr, Path(save_dir) / f"{name}.png")
-        res = evaluate_image(sr, hr, name=name, border=scale, lpips=lpips)
+        res = replace(evaluate_image(sr, hr, name=name, border=scale, lpips=lpips), runtime_ms=runtime_ms)
         results.append(res)
         if on_image is not None:
             on_image(res)
@@ -351,6 +363,44 @@ def markdown_summary(results: Sequence[DatasetResult], *, per_image: bool = Fals
     return "\n".join(lines)
 
 
+def leaderboard_markdown(
+    results: Sequence[DatasetResult],
+    costs: Mapping[str, ModelCost] | None = None,
+    *,
+    metric: str = "psnr_rgb",
+    second: str | None = "ssim_rgb",
+) -> str:
+    """One row per model: parameters and MACs (when ``costs`` has them), ``metric`` / ``second`` per dataset, and the
+    mean time per image of the SR step over all its datasets in this run.
+
+    Models and datasets keep the order of ``results``. The MACs are the challenge's count (fvcore at LR 256x256,
+    :func:`model_cost`); the time is this machine's, with the engine the results were made with.
+    """
+    models = list(dict.fromkeys(r.model for r in results))
+    datasets = list(dict.fromkeys(r.dataset for r in results))
+    by_key = {(r.model, r.dataset): r for r in results}
+    costs = costs or {}
+    label = _HEADERS.get(metric, metric) + (f" / {_HEADERS.get(second, second)}" if second else "")
+    head = ["model", "params", "GMACs"] + [f"{d} {label}" for d in datasets] + ["ms / image"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m in models:
+        cost = costs.get(m)
+        row = [m, f"{cost.params:,}" if cost else "-", f"{cost.macs / 1e9:.2f}" if cost else "-"]
+        for d in datasets:
+            r = by_key.get((m, d))
+            if r is None:
+                row.append("-")
+                continue
+            mean = r.mean
+            row.append(f"{mean[metric]:.4f}" + (f" / {mean[second]:.4f}" if second else ""))
+        times = [t for r in results if r.model == m for t in [r.mean_runtime_ms] if t is not None]
+        counts = [len(r.images) for r in results if r.model == m and r.mean_runtime_ms is not None]
+        per_image = sum(t * n for t, n in zip(times, counts, strict=True)) / sum(counts) if counts else None
+        row.append(f"{per_image:.1f}" if per_image is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------- cost and plot
 
 
@@ -409,7 +459,7 @@ def model_cost(model: nn.Module, lr_size: tuple[int, int] = (256, 256)) -> Model
         x = torch.rand(1, 3, *lr_size, generator=torch.Generator().manual_seed(0)).to(dev)
         with torch.no_grad():
             macs = int(fvcore_counts(model, x)[0])
-        return ModelCost(params, macs, lr_size, "fvcore, NTIRE 2024")
+        return ModelCost(params, macs, lr_size, "fvcore, the NTIRE 2024-2026 count")
     except ImportError:  # no profiler or no fvcore (optional dependency effsr[profile])
         return ModelCost(params, _conv_macs(model, lr_size), lr_size, "conv/linear hooks")
     finally:
@@ -422,9 +472,11 @@ def plot_quality_vs_cost(
     *,
     metric: str = "psnr_rgb",
 ) -> Path:
-    """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one colour per dataset.
+    """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one panel per dataset.
 
-    ``points`` holds (model, dataset, metric value, cost). Uses matplotlib's Agg backend (no display needed).
+    ``points`` holds (model, dataset, metric value, cost). Each dataset gets its own panel (its own metric range; the
+    GMACs axis is shared), and the labels of neighbouring points alternate above and below. Uses matplotlib's Agg
+    backend (no display needed).
     """
     import matplotlib
 
@@ -434,30 +486,30 @@ def plot_quality_vs_cost(
     pts = list(points)
     if not pts:
         raise ValueError("nothing to plot")
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
-    max_params = max(c.params for *_, c in pts) or 1
     datasets = list(dict.fromkeys(d for _, d, _, _ in pts))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.6 * len(datasets) + 0.6), dpi=120, sharex=True,
+                             squeeze=False)
+    max_params = max(c.params for *_, c in pts) or 1
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, ds in enumerate(datasets):
-        sel = [(m, v, c) for m, d, v, c in pts if d == ds]
+    for i, (ds, ax) in enumerate(zip(datasets, axes[:, 0], strict=True)):
+        sel = sorted(((m, v, c) for m, d, v, c in pts if d == ds), key=lambda t: (t[2].macs, t[1]))
         ax.scatter(
             [c.macs / 1e9 for _, _, c in sel],
             [v for _, v, _ in sel],
-            s=[40 + 800 * c.params / max_params for _, _, c in sel],
+            s=[30 + 600 * c.params / max_params for _, _, c in sel],
             alpha=0.6,
             color=colors[i % len(colors)],
             edgecolors="black",
-            label=ds,
         )
-        for m, v, c in sel:
-            ax.annotate(m, (c.macs / 1e9, v), xytext=(5, 5), textcoords="offset points", fontsize=8)
+        for j, (m, v, c) in enumerate(sel):
+            ax.annotate(m, (c.macs / 1e9, v), xytext=(5, 6 if j % 2 == 0 else -11), textcoords="offset points",
+                        fontsize=7)
+        ax.set_ylabel(_HEADERS.get(metric, metric))
+        ax.set_title(ds, fontsize=10)
+        ax.grid(True, alpha=0.3)
     lr = pts[0][3].lr_size
-    ax.set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
-    ax.set_ylabel(_HEADERS.get(metric, metric))
-    ax.set_title("Quality vs cost (marker area ~ parameters)")
-    ax.grid(True, alpha=0.3)
-    if len(datasets) > 1:
-        ax.legend()
+    axes[-1, 0].set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
+    fig.suptitle("Quality vs cost (marker area ~ parameters)")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .ntire import NtireScore
+from .ntire import rules as ntire_rules
 from .runtime import cpu_name
 from .tiling import tiling_of
 
@@ -198,25 +200,7 @@ class ProfileReport:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# NTIRE 2024 score
-
-
-@dataclass(frozen=True)
-class NtireScore:
-    score_runtime: float
-    score_flops: float
-    score_params: float
-    score_final: float
-
-
-# Source: Amazingren/NTIRE2024_ESR README.md, "How the Ranking Strategy Works?" (steps 3 and 4):
-#   Score_Runtime = exp(2 * Runtime / Runtime_RLFN), Score_FLOPs = exp(2 * FLOPs / FLOPs_RLFN),
-#   Score_Params = exp(2 * Params / Params_RLFN),
-#   Score_Final = 0.7 * Score_Runtime + 0.15 * Score_FLOPs + 0.15 * Score_Params.
-# The baseline RLFN scores exp(2) = 7.3891 on every term; as written, a *lower* score is better.
-# FLOPs there is the fvcore count (``macs_fvcore``); Runtime the harness's mean per-image runtime.
-NTIRE2024_WEIGHTS = {"runtime": 0.7, "flops": 0.15, "params": 0.15}
-NTIRE2024_EXPONENT = 2.0
+# NTIRE score: every year's rules (baseline, weights, PSNR gate, GPU) live in effsr.ntire.
 
 
 def ntire2024_score(
@@ -228,14 +212,12 @@ def ntire2024_score(
     baseline_macs: float,
     baseline_params: float,
 ) -> NtireScore:
-    """The NTIRE 2024 ESR score of one model against the baseline (RLFN), lower is better."""
-    if min(baseline_runtime_ms, baseline_macs, baseline_params) <= 0:
-        raise ValueError("baseline runtime, MACs and params must be positive")
-    s_rt = math.exp(NTIRE2024_EXPONENT * runtime_ms / baseline_runtime_ms)
-    s_fl = math.exp(NTIRE2024_EXPONENT * macs / baseline_macs)
-    s_pa = math.exp(NTIRE2024_EXPONENT * params / baseline_params)
-    w = NTIRE2024_WEIGHTS
-    return NtireScore(s_rt, s_fl, s_pa, w["runtime"] * s_rt + w["flops"] * s_fl + w["params"] * s_pa)
+    """The NTIRE 2024 ESR score of one model against the baseline (RLFN), lower is better: ``effsr.ntire.rules(2024)``.
+
+    FLOPs there is the fvcore count (``macs_fvcore``); Runtime the harness's mean per-image runtime.
+    """
+    return ntire_rules(2024).score(runtime_ms, macs, params, baseline_runtime_ms=baseline_runtime_ms,
+                                   baseline_macs=baseline_macs, baseline_params=baseline_params)
 
 
 # --------------------------------------------------------------------------------------------------------------

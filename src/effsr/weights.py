@@ -30,6 +30,7 @@ __all__ = [
     "save_safetensors",
     "read_effsr_metadata",
     "sha256_file",
+    "state_dict_sha256",
 ]
 
 # Wrapper keys used by BasicSR-style trainers, tried in this order (EMA first: it is the evaluated one).
@@ -56,6 +57,22 @@ class WeightsRecord:
     licence: str = ""
     scale: int = 4
     description: str = ""
+    # :func:`state_dict_sha256` of the file's state_dict, set where another architecture shares the key layout (DSCF is
+    # SPAN's deploy layout at 26 channels): detection then knows the published file by its content.
+    state_dict_sha256: str = ""
+
+
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A digest of a state_dict's content: every key with its tensor's dtype, shape and bytes, in sorted key order.
+
+    It does not depend on the container (.pth, safetensors, wrapper key, key order), only on names and values.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def cache_dir() -> Path:

@@ -38,14 +38,30 @@ def eval_cmd(
     save_images: Path | None = typer.Option(
         None, "--save-images", help="Write SR images to DIR/<model>/<dataset>/<name>.png."
     ),
+    ntire: str | None = typer.Option(
+        None, "--ntire", metavar="YEAR",
+        help="Challenge year whose PSNR gate a DIV2K_LSDIR valid/test result is checked against (default: latest).",
+    ),
 ) -> None:
     """Evaluate models on benchmark sets: PSNR RGB/Y and SSIM Y/RGB (x4: 4 px border), official SR pipeline."""
     import effsr
 
     from ..deploy import BACKENDS, prepare
-    from ..evaluate import evaluate, find_dataset, markdown_summary, model_cost, plot_quality_vs_cost, write_csv
+    from ..evaluate import (
+        evaluate,
+        find_dataset,
+        leaderboard_markdown,
+        markdown_summary,
+        model_cost,
+        plot_quality_vs_cost,
+        write_csv,
+    )
     from ..evaluate import write_json as write_json_file
     from ..models import get_spec, list_models
+    from ..ntire import gate_split, rules
+    from .profile import parse_ntire_year
+
+    year = parse_ntire_year(ntire) if ntire is not None else rules().year
 
     if all_models and (model is not None or weights is not None):
         raise typer.BadParameter("--all-models cannot be combined with --model/--weights")
@@ -65,12 +81,16 @@ def eval_cmd(
     console = Console(stderr=True)
     results = []
     points = []
+    costs = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         for display, name, wpath in runs:
             net = effsr.load(name, wpath, device=device)
             scale = int(getattr(net, "scale", 4))
-            cost = model_cost(net) if plot is not None else None
+            # Params and the challenge's MACs (fvcore at LR 256x256) for the plot and the --all-models leaderboard.
+            cost = model_cost(net) if plot is not None or all_models else None
+            if cost is not None:
+                costs[display] = cost
             try:
                 net = prepare(net, backend, device=device, threads=threads)
             except (ValueError, RuntimeError, ImportError) as exc:
@@ -98,6 +118,18 @@ def eval_cmd(
             del net
 
     typer.echo(markdown_summary(results, per_image=per_image))
+    if all_models:
+        typer.echo("\nLeaderboard (MACs: fvcore at LR 256x256, the NTIRE count; ms / image: this run's SR step, "
+                   f"--backend {backend}, on this machine)\n")
+        typer.echo(leaderboard_markdown(results, costs))
+    r = rules(year)
+    for res in results:
+        split = gate_split(res.dataset)
+        if split is not None:
+            psnr = res.mean["psnr_rgb"]
+            verdict = "passes" if r.meets_gate(split, psnr) else "fails"
+            typer.echo(f"NTIRE {r.year} PSNR gate on {split} ({r.gate_db(split):.2f} dB, compared at 0.01 dB): "
+                       f"{res.model} {verdict} with {psnr:.4f} dB")
     if csv_path is not None:
         console.print(f"per-image CSV: {write_csv(results, csv_path)}")
     if json_path is not None:

@@ -25,6 +25,7 @@ from ..weights import (
     read_effsr_metadata,
     read_state_dict,
     resolve_weights,
+    state_dict_sha256,
 )
 
 StateDict = Mapping[str, torch.Tensor]
@@ -93,8 +94,14 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
     """Find the registered architecture and constructor kwargs whose state_dict matches ``state_dict``.
 
     A detector proposes kwargs from key names and shapes; the proposal is accepted only when the built
-    model has exactly the same keys and shapes.
+    model has exactly the same keys and shapes. A published file whose layout another architecture shares is
+    recognised first by its content (:attr:`WeightsRecord.state_dict_sha256`).
     """
+    known = {r.state_dict_sha256: r for r in all_weight_records() if r.state_dict_sha256}
+    if known:
+        record = known.get(state_dict_sha256(state_dict))
+        if record is not None:
+            return record.model, dict(record.kwargs)
     tried: list[str] = []
     for spec in _REGISTRY.values():
         if spec.detect is None:
@@ -113,6 +120,17 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any]]:
         "the state_dict matches no registered architecture"
         + (f" (close candidates: {', '.join(tried)})" if tried else "")
         + f"; first keys: {list(state_dict)[:5]}"
+    )
+
+
+def model_zoo_record(repo: str, commit: str, file: str, **fields: Any) -> WeightsRecord:
+    """The record of ``model_zoo/<file>`` in a GitHub repository at a pinned commit (the NTIRE challenge layout):
+    the download URL and the source line are built from ``repo`` and ``commit``; ``fields`` are the rest."""
+    return WeightsRecord(
+        file=file,
+        url=f"https://github.com/{repo}/raw/{commit}/model_zoo/{file}",
+        source=f"{repo} @ {commit[:8]}, model_zoo/{file}",
+        **fields,
     )
 
 
@@ -203,6 +221,17 @@ def _finish(model: nn.Module, device: str | torch.device | None) -> nn.Module:
     return model
 
 
+def _weights_path(weights: str | os.PathLike[str], download: bool) -> Path:
+    """An existing file as given; a bare file name that is no file here but a published record's file (e.g.
+    ``"team24_spanf.pth"``) resolves like that record (mirror, cache, verified download)."""
+    given = Path(weights).expanduser()
+    if not given.exists() and given.name == str(weights):
+        record = next((r for r in all_weight_records() if r.file == given.name), None)
+        if record is not None:
+            return resolve_weights(record, download=download)
+    return resolve_weights(path=weights)
+
+
 def load_model(
     model: str | None = None,
     weights: str | os.PathLike[str] | None = None,
@@ -217,7 +246,8 @@ def load_model(
       (explicit path, ``$EFFSR_WEIGHTS_DIR``, cache, verified download).
     - ``load_model("mdrn", scale=3)``: the record of ``mdrn`` whose constructor args match.
     - ``load_model("rlfn", "file.pth")`` or ``load_model(weights="file.pth")``: a given file; with no
-      model name the architecture comes from effsr metadata (safetensors) or is detected from the keys.
+      model name the architecture comes from effsr metadata (safetensors) or is detected from the keys. A bare
+      published file name that is not a file here (``"team24_spanf.pth"``) is found like its record.
     - ``load_model("some.pth")``: a path given as first argument is treated as ``weights``.
     """
     if model is not None and weights is None and (
@@ -228,7 +258,7 @@ def load_model(
         raise ValueError("give a model name, a weights file, or both")
 
     if weights is not None:
-        path = resolve_weights(path=weights)
+        path = _weights_path(weights, download)
         meta = read_effsr_metadata(path)
         record = None
         if model is not None:

@@ -16,7 +16,7 @@ to the PixelShuffle output.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -73,10 +73,14 @@ class CCM(nn.Module):
 class AttBlock(nn.Module):
     """``z + CCM(SimpleSAFM(z))``: one residual around both halves, no normalisation (specs/SAFMNPP.md section 3)."""
 
+    # The two halves (SAFMNv3 in safmnv3.py swaps in its own; the keys stay ``conv1.*`` / ``conv2.*``).
+    safm: ClassVar[type[nn.Module]] = SimpleSAFM
+    ffn: ClassVar[type[nn.Module]] = CCM
+
     def __init__(self, num_features: int, ffn_scale: float) -> None:
         super().__init__()
-        self.conv1 = SimpleSAFM(num_features)
-        self.conv2 = CCM(num_features, ffn_scale)
+        self.conv1 = self.safm(num_features)
+        self.conv2 = self.ffn(num_features, ffn_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x)) + x
@@ -90,6 +94,9 @@ class SAFMNPP(nn.Module):
     Defaults: the NTIRE 2024 team 23 model (36 channels, 6 blocks, FFN x1.5, x4).
     """
 
+    # The block type (SAFMNv3 swaps in its own).
+    block: ClassVar[type[nn.Module]] = AttBlock
+
     def __init__(
         self,
         *,
@@ -102,12 +109,13 @@ class SAFMNPP(nn.Module):
     ) -> None:
         super().__init__()
         if out_channels != in_channels:
-            raise ValueError("SAFMN++ adds the upscaled input to its output: in_channels must equal out_channels")
+            raise ValueError(f"{type(self).__name__} adds the upscaled input to its output: in_channels must equal "
+                             "out_channels")
         self.scale = int(scale)
         # The h//8 x w//8 adaptive pool needs at least 8x8 (specs/SAFMNPP.md section 1) and works on an 8-pixel grid.
         self.tiling = TilingSpec(scale=self.scale, min_size=8, stride_period=8)
         self.to_feat = nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False)
-        self.feats = nn.Sequential(*[AttBlock(num_features, ffn_scale) for _ in range(num_blocks)])
+        self.feats = nn.Sequential(*[self.block(num_features, ffn_scale) for _ in range(num_blocks)])
         self.to_img = nn.Sequential(
             nn.Conv2d(num_features, out_channels * self.scale * self.scale, 3, padding=1, bias=False),
             nn.PixelShuffle(self.scale),

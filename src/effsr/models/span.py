@@ -31,11 +31,15 @@ _IMG_RANGE = 255.0
 
 
 class Conv3XC(nn.Module):
-    """The deploy form of SPAN's re-parameterised conv: one 3x3 conv with bias, zero padding 1 (key ``eval_conv``)."""
+    """The deploy form of SPAN's re-parameterised conv: one 3x3 conv with bias, zero padding 1 (key ``eval_conv``).
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    ``kernel_size`` serves the SPAN descendants that keep the ``eval_conv`` key for other odd sizes (ESPAN's 9x9
+    ``Conv9XC``); the padding keeps the spatial size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
-        self.eval_conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=True)
+        self.eval_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.eval_conv(x)

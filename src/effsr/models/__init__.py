@@ -1,6 +1,6 @@
 """The model zoo. Every architecture file is imported here by name and registers itself."""
 
-from . import agdn, ifadnet, lsanet, mdrn, msn, rlfn, safmnpp, span  # noqa: F401  (explicit registration)
+from . import agdn, ifadnet, lsanet, mdrn, msn, rlfn, safmn_l, safmnpp, span  # noqa: F401  (explicit registration)
 from ._registry import (
     ModelSpec,
     all_weight_records,

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, register_model
-from .blocks import ECCA, UpsampleOneStep, local_variance, rgb_mean_tensor
+from .blocks import ECCA, ChannelsFirstLayerNorm, UpsampleOneStep, local_variance, rgb_mean_tensor
 
 # specs/MSN.md section 2: ESA width num_features // 4, CCA MLP width num_features // 16, LayerNorm eps 1e-6.
 _ESA_RATIO = 4
@@ -57,26 +57,6 @@ class SeparableBSConvU(nn.Module):
         return self.dw2(self.dw1(self.pw(x)))
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor (specs/MSN.md section 3, eps 1e-6).
-
-    mu = mean_c(x), s = mean_c((x - mu)^2) (biased), x_hat = w * (x - mu) / sqrt(s + eps) + b, computed in this
-    order on the NCHW tensor as in the official code. Keys: ``weight``, ``bias``.
-    """
-
-    def __init__(self, channels: int, eps: float = _LN_EPS) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(1, keepdim=True)
-        s = (x - mu).pow(2).mean(1, keepdim=True)
-        x = (x - mu) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
 class MSNAttention(nn.Module):
     """MSN's multi-level spatial attention (``MDSA`` in the official code; specs/MSN.md section 3).
 
@@ -87,7 +67,7 @@ class MSNAttention(nn.Module):
     def __init__(self, num_features: int, esa_channels: int) -> None:
         super().__init__()
         f = esa_channels
-        self.ln = ChannelLayerNorm(num_features)
+        self.ln = ChannelsFirstLayerNorm(num_features, eps=_LN_EPS)
         self.conv1 = nn.Conv2d(num_features, f, 1)
         self.conv_f = nn.Conv2d(f, f, 1)
         self.conv2_0 = SeparableBSConvU(f, f, 3, stride=2)

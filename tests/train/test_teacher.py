@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 import effsr
 from effsr.cli import app
+from effsr.recipes import load_packaged_recipe
+from effsr.train.preflight import plan_run
 
 
 @pytest.mark.parametrize("name", ["lsanet", "ifadnet"])
@@ -33,3 +35,19 @@ def test_both_stages_distil_from_the_given_teacher(
     assert type(model).__name__.lower() == name and model.deploy  # trained multi-branch, shipped merged
     with torch.no_grad():
         assert model(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
+
+
+def test_the_published_file_is_read_as_its_record_says(data_dir: Path, tmp_path: Path) -> None:
+    """A file under the published name, given as teacher_weights, is read from its record's entry (``params``) into
+    the record's architecture (128 channels, 16 blocks), not guessed."""
+    torch.manual_seed(0)
+    params = effsr.build_model("safmn_l").state_dict()
+    other = {k: torch.zeros_like(v) for k, v in params.items()}
+    path = tmp_path / "SAFMN_L_DF2K_x4.pth"
+    torch.save({"params": params, "params_ema": other}, path)
+    recipe = load_packaged_recipe("lsanet", [f"teacher_weights={path}", f"stages.*.train_data=[{{hr: {data_dir}}}]"])
+    plan = plan_run(recipe, tmp_path / "run")
+    assert plan.teacher is not None and plan.teacher_weights == path
+    assert not plan.teacher.training and not any(p.requires_grad for p in plan.teacher.parameters())
+    got = plan.teacher.state_dict()
+    assert got.keys() == params.keys() and all(torch.equal(got[k], params[k]) for k in params)

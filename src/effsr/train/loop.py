@@ -8,6 +8,11 @@ a pure function of the seed and the position, and every other piece of state is 
 ``final.safetensors``: the EMA weights in deploy form (re-parameterized), with the architecture and constructor
 arguments in the metadata, so ``effsr.load(path)`` rebuilds the model from the file alone.
 
+Before anything is written or read, :func:`effsr.train.preflight.plan_run` checks the recipe against the machine
+(teacher weights, data folders, the recipe a resumed run started with) and settles the model's constructor
+arguments. Each stage trains on its own ``train_data`` and validates on its own ``val_data`` when it names them.
+Progress is a bar on a terminal and plain lines otherwise (:class:`_Console`).
+
 Run folder layout: ``recipe.yaml`` (the validated recipe), ``checkpoints/``, ``stage<k>_<name>.safetensors``
 (each stage's result), ``final.safetensors``, ``metrics.jsonl`` (losses, rate, validation), ``tb/``.
 """
@@ -378,6 +383,8 @@ def _train(
     for note in plan.notes:
         console.note(note)
 
+    # Process-wide settings the run changes are put back when it ends (a Python caller's other work keeps its own).
+    threads_before = torch.get_num_threads()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -521,6 +528,7 @@ def _train(
     finally:
         log.close()
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads_before)
 
     if result is None:  # every stage was already complete in the checkpoint we resumed from
         result = build_model(name, **kwargs)

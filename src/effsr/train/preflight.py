@@ -23,16 +23,18 @@ import yaml
 from torch import nn
 
 from ..infer import _model_min_size  # the one reader of a model's size needs
-from ..models import build_model, get_spec, load_model
-from ..weights import WeightsError, WeightsRecord, resolve_weights
+from ..models import build_model, get_spec, load_model, load_state_dict_strict
+from ..weights import WeightsError, WeightsRecord, read_state_dict, resolve_weights
 from .recipe import Recipe, RecipeError
 
 __all__ = ["RUN_ONLY_KEYS", "RunPlan", "plan_run", "published_weights", "recipe_differences"]
 
-# Top-level keys that change how a run is executed or logged, not what it computes: a resume may change them.
-RUN_ONLY_KEYS = frozenset(
-    {"name", "device", "threads", "workers", "cache_images", "val_every", "ckpt_every", "keep_checkpoints", "log_every"}
-)
+# Keys that change how a run is executed, validated or logged, not what it trains: a resume may change them
+# (top-level keys; ``val_data`` also inside a stage).
+RUN_ONLY_KEYS = frozenset({
+    "name", "device", "threads", "workers", "cache_images", "val_data", "val_every", "ckpt_every", "keep_checkpoints",
+    "log_every",
+})
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,13 @@ def _teacher_weights(recipe: Recipe) -> Path | None:
 def _load_teacher(recipe: Recipe, path: Path) -> nn.Module:
     assert recipe.teacher is not None
     try:
-        return load_model(recipe.teacher, path, device="cpu", **recipe.teacher_args)
+        record = next((r for r in published_weights(recipe.teacher) if r.file == path.name), None)
+        if record is None:
+            return load_model(recipe.teacher, path, device="cpu", **recipe.teacher_args)
+        # The published file (SAFMN_L_DF2K_x4.pth): its record says which entry holds the weights and what builds them.
+        model = build_model(recipe.teacher, **{**dict(record.kwargs), **recipe.teacher_args})
+        load_state_dict_strict(model, read_state_dict(path, record.wrapper_key), record.model)
+        return model.eval().requires_grad_(False)
     except (WeightsError, ValueError, TypeError) as exc:
         raise RecipeError(f"teacher '{recipe.teacher}' from {path}: {' '.join(str(exc).split())}") from None
 
@@ -205,7 +213,8 @@ def recipe_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
     a, b = dict(_flatten(saved)), dict(_flatten(current))
     out = []
     for key in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0] != "stages", k)):
-        if key.split(".")[0] in RUN_ONLY_KEYS:
+        parts = key.split(".")
+        if parts[0] in RUN_ONLY_KEYS or (parts[0] == "stages" and parts[2:] == ["val_data"]):
             continue
         old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
         if old != new:

@@ -70,9 +70,16 @@ DATASET_FOLDERS: dict[str, tuple[str, ...]] = {
     "urban100": ("Urban100",),
     "manga109": ("Manga109",),
     "div2k-valid": ("DIV2K_valid", "DIV2K-valid", "DIV2K_val", "DIV2K/valid", "DIV2K"),
+    # The NTIRE ESR challenge sets, as the organisers ship them (next comment).
+    "div2k-lsdir-valid": ("DIV2K_LSDIR_valid_HR", "DIV2K_LSDIR_valid"),
+    "div2k-lsdir-test": ("DIV2K_LSDIR_test_HR", "DIV2K_LSDIR_test"),
 }
 # DIV2K release layout: <root>/DIV2K_valid_HR/0801.png and <root>/DIV2K_valid_LR_bicubic/X4/0801x4.png.
 _DIV2K_RELEASE = ("DIV2K_valid_HR", "DIV2K_valid_LR_bicubic")
+# The NTIRE ESR organisers' layout (Amazingren/NTIRE2025_ESR @ b69fb668, test_demo.py select_dataset and README):
+# <root>/DIV2K_LSDIR_valid_HR/0801.png beside <root>/DIV2K_LSDIR_valid_LR/0801x4.png; the harness finds each LR
+# file by replacing "_HR" with "_LR" in the path and ".png" with "x4.png". Same for DIV2K_LSDIR_test.
+_HR_SUFFIX, _LR_SUFFIX = "_HR", "_LR"
 
 
 # ------------------------------------------------------------------------------------------------------ datasets
@@ -134,8 +141,26 @@ def _has_images(d: Path) -> bool:
     return d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
 
 
+def _organiser_pair(d: Path) -> tuple[Path, Path] | None:
+    """(HR, LR) folders of the organisers' layout: ``d`` is ``X_HR`` beside ``X_LR``, or ``d`` holds one such pair."""
+    if d.name.upper().endswith(_HR_SUFFIX):
+        lr = _child_ci(d.parent, d.name[: -len(_HR_SUFFIX)] + _LR_SUFFIX)
+        return (d, lr) if lr is not None and lr.is_dir() else None
+    pairs = [
+        (hr, lr)
+        for hr in sorted(c for c in d.iterdir() if c.is_dir() and c.name.upper().endswith(_HR_SUFFIX))
+        if (lr := _child_ci(d, hr.name[: -len(_HR_SUFFIX)] + _LR_SUFFIX)) is not None and lr.is_dir()
+    ]
+    if len(pairs) > 1:
+        names = ", ".join(str(hr) for hr, _ in pairs)
+        raise FileNotFoundError(f"{d} holds several HR/LR folder pairs; pass one HR folder: {names}")
+    return pairs[0] if pairs else None
+
+
 def dataset_from_folder(folder: str | os.PathLike[str], scale: int = 4, name: str | None = None) -> EvalDataset:
-    """A dataset folder: ``HR/`` (+ ``LR_bicubic/X<scale>/`` if present), or a plain folder of HR images."""
+    """A dataset folder: ``HR/`` (+ ``LR_bicubic/X<scale>/`` if present), the DIV2K release layout, the NTIRE
+    organisers' ``X_HR/`` + ``X_LR/`` (LR files ``<name>x<scale>.png``; the folder itself or its parent), or a plain
+    folder of HR images."""
     d = Path(folder).expanduser()
     if not d.is_dir():
         raise NotADirectoryError(f"{d}: not a folder")
@@ -150,17 +175,22 @@ def dataset_from_folder(folder: str | os.PathLike[str], scale: int = 4, name: st
         lr_root = _child_ci(d, lr_rel)
         lr = _lr_subdir(lr_root, scale) if lr_root is not None else None
         return EvalDataset(name or d.name, hr, lr, scale)
+    pair = _organiser_pair(d)
+    if pair is not None:
+        hr_dir, lr_dir = pair
+        return EvalDataset(name or hr_dir.name[: -len(_HR_SUFFIX)], hr_dir, lr_dir, scale)
     if _has_images(d):
         # A bare folder of HR images; name it after its parent when it is itself called HR.
         auto = d.parent.name if d.name.lower() == "hr" else d.name
         return EvalDataset(name or auto, d, None, scale)
-    raise FileNotFoundError(f"{d}: neither HR/ (+ LR_bicubic/X{scale}/) nor a folder of images")
+    raise FileNotFoundError(f"{d}: neither HR/ (+ LR_bicubic/X{scale}/), NAME_HR/ + NAME_LR/, nor a folder of images")
 
 
 def find_dataset(
     spec: str | os.PathLike[str], *, scale: int = 4, data_root: str | os.PathLike[str] | None = None
 ) -> EvalDataset:
-    """A dataset by folder path, or by benchmark name (set5, set14, b100, urban100, manga109, div2k-valid).
+    """A dataset by folder path, or by benchmark name (set5, set14, b100, urban100, manga109, div2k-valid,
+    div2k-lsdir-valid, div2k-lsdir-test).
 
     Names are looked up under ``data_root`` (default :func:`effsr.assets.data_root`). An existing folder wins.
     """

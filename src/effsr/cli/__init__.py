@@ -24,7 +24,7 @@ data_app = typer.Typer(help="Dataset tools (degrade HR to LR, extract sub-images
 app.add_typer(data_app, name="data")
 
 # Subcommand modules register themselves on import; keep this list explicit.
-from . import zoo, upscale, data, data_extract, eval, profile, export, bench, train  # noqa: E402,F401,I001
+from . import zoo, upscale, data, data_extract, eval, profile, export, bench, train, recipes  # noqa: E402,F401,I001
 
 
 def main() -> None:

@@ -446,3 +446,24 @@ class RepBlock(nn.Module):
             delattr(self, name)
         self.rbr_reparam = conv
         self.deploy = True
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of an NCHW tensor, computed on the NCHW tensor (MSN, SAFMN-L).
+
+    mu = mean_c(x), s = mean_c((x - mu)^2) (biased), x_hat = w * (x - mu) / sqrt(s + eps) + b, in this order as in
+    the official code (specs/MSN.md section 3, specs/SAFMN-L.md section 3: eps 1e-6 in both). Keys: ``weight``,
+    ``bias``. AGDN's LayerNorm is a different one (channels-last, eps 1e-5: ``agdn.py``).
+    """
+
+    def __init__(self, channels: int, *, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = x.mean(1, keepdim=True)
+        s = (x - mu).pow(2).mean(1, keepdim=True)
+        x = (x - mu) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]

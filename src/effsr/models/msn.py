@@ -17,6 +17,7 @@ clamping.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 from ..tiling import TilingSpec
 from ..weights import WeightsRecord
 from ._registry import ModelSpec, read_common, register_model
-from .blocks import EADB, UpsampleOneStep, register_mean
+from .blocks import EADB, ChannelsFirstLayerNorm, UpsampleOneStep, register_mean
 
 # specs/MSN.md section 2: the ESA's LayerNorm eps (its width num_features // 4 and the CCA's num_features // 16 are
 # MDRN's, blocks.ESA_RATIO and blocks.CCA_REDUCTION).
@@ -57,26 +58,6 @@ class SeparableBSConvU(nn.Module):
         return self.dw2(self.dw1(self.pw(x)))
 
 
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channel axis of an NCHW tensor (specs/MSN.md section 3, eps 1e-6).
-
-    mu = mean_c(x), s = mean_c((x - mu)^2) (biased), x_hat = w * (x - mu) / sqrt(s + eps) + b, computed in this
-    order on the NCHW tensor as in the official code. Keys: ``weight``, ``bias``.
-    """
-
-    def __init__(self, channels: int, eps: float = _LN_EPS) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mu = x.mean(1, keepdim=True)
-        s = (x - mu).pow(2).mean(1, keepdim=True)
-        x = (x - mu) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
 class MSN(nn.Module):
     """MSN: ``fea_conv``, ``num_blocks`` blocks (``B1``..``BN``), their outputs *summed* left to right -> ``c1`` ->
     GELU -> ``c2`` + long skip, 3x3 conv + PixelShuffle, mean added back (specs/MSN.md section 3).
@@ -100,7 +81,8 @@ class MSN(nn.Module):
         for i in range(1, num_blocks + 1):
             # MSN's block ("MDAB"; "EADB" in the official code): MDRN's wiring with separable BSConvUs and the
             # LayerNorm ESA (specs/MSN.md section 3).
-            setattr(self, f"B{i}", EADB(num_features, conv=SeparableBSConvU, norm=ChannelLayerNorm))
+            norm = partial(ChannelsFirstLayerNorm, eps=_LN_EPS)
+            setattr(self, f"B{i}", EADB(num_features, conv=SeparableBSConvU, norm=norm))
         self.c1 = nn.Conv2d(num_features, num_features, 1)
         self.c2 = SeparableBSConvU(num_features, num_features, 3)
         self.upsampler = UpsampleOneStep(num_features, 3, self.scale)

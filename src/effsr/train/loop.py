@@ -8,6 +8,11 @@ a pure function of the seed and the position, and every other piece of state is 
 ``final.safetensors``: the EMA weights in deploy form (re-parameterized), with the architecture and constructor
 arguments in the metadata, so ``effsr.load(path)`` rebuilds the model from the file alone.
 
+Before anything is written or read, :func:`effsr.train.preflight.plan_run` checks the recipe against the machine
+(teacher weights, data folders, the recipe a resumed run started with) and settles the model's constructor
+arguments. Each stage trains on its own ``train_data`` and validates on its own ``val_data`` when it names them.
+Progress is a bar on a terminal and plain lines otherwise (:class:`_Console`).
+
 Run folder layout: ``recipe.yaml`` (the validated recipe), ``checkpoints/``, ``stage<k>_<name>.safetensors``
 (each stage's result), ``final.safetensors``, ``metrics.jsonl`` (losses, rate, validation), ``tb/``.
 """
@@ -38,7 +43,7 @@ from ..data.batches import DevicePrefetcher
 from ..data.datasets import PositionBatchSampler, TrainDataset, find_images, match_lr_files
 from ..data.degrade import degrade_image, modcrop
 from ..deploy.reparam import reparameterize_model
-from ..evaluate import dataset_from_folder, super_resolve
+from ..evaluate import find_dataset, super_resolve
 from ..imageio import read_rgb_uint8
 from ..models import build_model, detect_architecture, get_spec, load_model, load_state_dict_strict
 from ..weights import read_state_dict, save_safetensors
@@ -46,7 +51,8 @@ from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, gather_objects, setup_distributed
 from .ema import ModelEMA
 from .losses import get_loss
-from .recipe import Recipe, Stage
+from .preflight import RunPlan, plan_run
+from .recipe import DataSource, Recipe, Stage
 from .schedule import lr_at
 from .tasks import DistillTask, SRTask
 
@@ -87,10 +93,6 @@ def _worker_init(_: int) -> None:
         import cv2
 
         cv2.setNumThreads(0)
-
-
-def _arch_kwargs(recipe: Recipe) -> tuple[str, dict[str, Any]]:
-    return get_spec(recipe.model).name, dict(recipe.model_args)
 
 
 def _deploy_kwargs(name: str, kwargs: dict[str, Any], sd: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -140,7 +142,77 @@ class _Log:
             self.tb.close()
 
 
-def _progress(enabled: bool):  # type: ignore[no-untyped-def]
+def _clock(seconds: float) -> str:
+    """``h:mm:ss``, with a day count past 24 h."""
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return (f"{d}d " if d else "") + f"{h}:{m:02d}:{sec:02d}"
+
+
+class _Console:
+    """Progress for people: a rich bar on a terminal, one plain line per event elsewhere (nohup, SLURM, CI).
+
+    ``mode``: ``"bar"``, ``"lines"`` or ``"off"``. Lines go to stdout, flushed at once: every ``log_every``
+    iterations (stage, iteration, losses, rate, it/s over the last interval, the stage's ETA at that speed) and at
+    each validation. Notices (what a run decided at start) go to stderr in every mode but ``off``.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._bar: Any = None
+        self._job: Any = None
+        self._mark = (0, time.perf_counter())
+
+    def __enter__(self) -> _Console:
+        if self.mode == "bar":
+            self._bar = _rich_progress()
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def note(self, text: str) -> None:
+        if self.mode != "off":
+            print(text, file=sys.stderr, flush=True)
+
+    def line(self, text: str) -> None:
+        if self.mode == "lines":
+            print(text, flush=True)
+        elif self.mode == "bar":
+            self._bar.console.print(text)
+
+    def stage(self, label: str, total: int, start: int, about: str) -> None:
+        self._mark = (start, time.perf_counter())
+        self.line(f"{label}  {about}")
+        if self.mode == "bar":
+            self._job = self._bar.add_task(label, total=total, completed=start, info="")
+
+    def progress(self, done: int) -> None:
+        if self.mode == "bar":
+            self._bar.update(self._job, completed=done)
+
+    def log(self, label: str, done: int, total: int, losses: dict[str, float], rate: float) -> None:
+        it0, t0 = self._mark
+        now = time.perf_counter()
+        speed = (done - it0) / (now - t0) if now > t0 and done > it0 else 0.0
+        self._mark = (done, now)
+        ordered = [("loss", losses["loss"]), *sorted((k, v) for k, v in losses.items() if k != "loss")]
+        terms = "  ".join(f"{k} {v:.5g}" for k, v in ordered)
+        eta = _clock((total - done) / speed) if speed > 0 else "--"
+        if self.mode == "lines":
+            print(f"{label}  iter {done}/{total}  {terms}  lr {rate:.3e}  {speed:.2f} it/s  ETA {eta}", flush=True)
+        elif self.mode == "bar":
+            self._bar.update(self._job, info=f"loss {losses['loss']:.4g} lr {rate:.2e}")
+
+    def validation(self, label: str, done: int, total: int, val_name: str, val: dict[str, float]) -> None:
+        self.line(f"{label}  iter {done}/{total}  val {val_name}  PSNR-Y {val['psnr_y']:.3f} dB  "
+                  f"PSNR-RGB {val['psnr_rgb']:.3f} dB")
+
+
+def _rich_progress():  # type: ignore[no-untyped-def]
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -165,7 +237,6 @@ def _progress(enabled: bool):  # type: ignore[no-untyped-def]
         TextColumn("ETA"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
-        disable=not enabled,
         transient=False,
     )
 
@@ -176,12 +247,12 @@ def _progress(enabled: bool):  # type: ignore[no-untyped-def]
 def load_val_images(
     folder: str | os.PathLike[str] | None, scale: int, rank: int = 0, world_size: int = 1
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """This rank's shard (every ``world_size``-th image) of a validation folder, decoded once:
-    (name, LR uint8, HR uint8 cropped to a multiple of the scale). LR from ``LR_bicubic/X<s>`` or made by the
-    MATLAB bicubic resize."""
+    """This rank's shard (every ``world_size``-th image) of a validation set, decoded once: (name, LR uint8, HR uint8
+    cropped to a multiple of the scale). ``folder`` is a folder or a benchmark name, in any layout
+    :func:`effsr.evaluate.find_dataset` knows; LR from the set's LR folder or made by the MATLAB bicubic resize."""
     if not folder:
         return []
-    pairs = dataset_from_folder(folder, scale).pairs()
+    pairs = find_dataset(folder, scale=scale).pairs()
     out = []
     for name, hr_path, lr_path in pairs[rank::world_size]:
         hr = modcrop(read_rgb_uint8(hr_path), scale)
@@ -214,20 +285,23 @@ def validate(
 # ----------------------------------------------------------------------------------------------------- data
 
 
-def _build_dataset(recipe: Recipe, stage: Stage, stage_idx: int) -> TrainDataset:
+def _build_dataset(recipe: Recipe, stage_idx: int) -> tuple[TrainDataset, str]:
+    """The stage's training set (its own ``train_data`` or the recipe's) and a one-line description of it."""
+    stage = recipe.stages[stage_idx]
+    sources: list[DataSource] = recipe.stage_train_data(stage_idx)
     hr_files: list[Path] = []
     lr_files: list[Path] = []
-    paired = [src.lr is not None for src in recipe.train_data]
-    if any(paired) and not all(paired):
-        raise ValueError("train_data mixes sources with and without 'lr': give LR for all of them or for none")
-    for src in recipe.train_data:
+    counts: list[str] = []
+    paired = all(src.lr is not None for src in sources)  # mixing is refused by the preflight check
+    for j, src in enumerate(sources):
         files = find_images(src.hr, file_list=src.file_list, limit=src.limit)
         hr_files += files
+        counts.append(f"{src.name or f'train_data.{j}'} {len(files)}")
         if src.lr is not None:
             lr_files += match_lr_files(files, src.hr, src.lr, recipe.scale)
-    return TrainDataset(
+    ds = TrainDataset(
         hr_files,
-        lr_files if all(paired) else None,
+        lr_files if paired else None,
         scale=recipe.scale,
         patch_size=stage.patch_size,
         seed=_stage_seed(recipe.seed, stage_idx),
@@ -235,6 +309,8 @@ def _build_dataset(recipe: Recipe, stage: Stage, stage_idx: int) -> TrainDataset
         rot=stage.rot,
         cache_images=recipe.cache_images,
     )
+    lr_kind = "LR from folders" if paired else "LR made on the fly"
+    return ds, f"data {' + '.join(counts)} images ({lr_kind})"
 
 
 def _loader(
@@ -259,8 +335,8 @@ def _loader(
 # ------------------------------------------------------------------------------------------------------ train
 
 
-def _init_weights(model: nn.Module, recipe: Recipe, stage: Stage) -> None:
-    name, kwargs = _arch_kwargs(recipe)
+def _init_weights(model: nn.Module, plan: RunPlan, stage: Stage) -> None:
+    name, kwargs = plan.model, plan.model_kwargs
     if stage.init == "official":
         ref = load_model(name, **{k: v for k, v in kwargs.items() if k in get_spec(name).weight_determined})
         load_state_dict_strict(model, ref.state_dict(), name)
@@ -268,11 +344,12 @@ def _init_weights(model: nn.Module, recipe: Recipe, stage: Stage) -> None:
         load_state_dict_strict(model, read_state_dict(stage.init), name)
 
 
-def _teacher(recipe: Recipe, device: torch.device) -> nn.Module:
-    assert recipe.teacher is not None
-    if recipe.teacher_weights:
-        return load_model(recipe.teacher, recipe.teacher_weights, device=device, **recipe.teacher_args)
-    return load_model(recipe.teacher, device=device, **recipe.teacher_args)
+def _console_mode(progress: bool | None, is_main: bool) -> str:
+    if not is_main or progress is False:
+        return "off"
+    if progress is None and not sys.stdout.isatty():
+        return "lines"
+    return "bar"
 
 
 def train(
@@ -295,6 +372,19 @@ def train(
 def _train(
     recipe: Recipe, out: Path, di: DistInfo, resume: bool, max_iters: int | None, progress: bool | None
 ) -> RunResult:
+    ckpt_path = latest_checkpoint(out)
+    if ckpt_path is not None and not resume:
+        raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass --resume or another --out")
+    # Before anything is written or read: teacher weights, data folders, the recipe a resumed run was started with.
+    plan = plan_run(recipe, out, resume=resume and ckpt_path is not None)
+    console = _Console(_console_mode(progress, di.is_main))
+    if resume and ckpt_path is None:
+        console.note(f"no checkpoint in {out}: starting from scratch")
+    for note in plan.notes:
+        console.note(note)
+
+    # Process-wide settings the run changes are put back when it ends (a Python caller's other work keeps its own).
+    threads_before = torch.get_num_threads()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -306,29 +396,24 @@ def _train(
         torch.backends.cudnn.benchmark = True
     _seed_everything(recipe.seed)
 
-    ckpt_path = latest_checkpoint(out)
-    if ckpt_path is not None and not resume:
-        raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass --resume or another --out")
-    if resume and ckpt_path is None and di.is_main:
-        print(f"no checkpoint in {out}: starting from scratch", file=sys.stderr)
     if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        if ckpt_path is None:  # a resumed run keeps the recipe it was started with (checked equal above)
+            (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     barrier()
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None) else None
 
-    name, kwargs = _arch_kwargs(recipe)
+    name, kwargs = plan.model, plan.model_kwargs
     model = build_model(name, **kwargs).to(di.device)
     if ckpt is not None:
         # The checkpoint's weights: mid-stage, the trained model; at a stage boundary, the next stage's start.
         load_state_dict_strict(model, ckpt.model, name)
         restore_rng(ckpt.state["rng"][di.rank] if di.rank < len(ckpt.state["rng"]) else ckpt.state["rng"][0])
-    teacher = _teacher(recipe, di.device) if recipe.uses_teacher else None
+    teacher = plan.teacher.to(di.device) if plan.teacher is not None else None
     use_amp = di.device.type == "cuda" and recipe.precision != "fp32"
     amp_dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float16
-    val_images = load_val_images(recipe.val_data, recipe.scale, di.rank, di.world_size)
+    val_sets: dict[str, tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]] = {}  # name, images: decoded once
     log = _Log(out, di.is_main)
-    show = di.is_main and (sys.stderr.isatty() if progress is None else progress)
     saver = _Saver(out, recipe, name, kwargs, di)
     steps_run = 0
     last_val: dict[str, float] = {}
@@ -336,7 +421,7 @@ def _train(
     first_stage = int(ckpt.state["stage"]) if ckpt else 0
 
     try:
-        with _progress(show) as bar:
+        with console:
             for si, stage in enumerate(recipe.stages):
                 if si < first_stage:
                     continue
@@ -344,7 +429,7 @@ def _train(
                 mid_stage = ckpt is not None and int(ckpt.state["stage"]) == si and int(ckpt.state["iteration"]) > 0
                 start = int(ckpt.state["iteration"]) if mid_stage else 0
                 if not mid_stage:
-                    _init_weights(model, recipe, stage)
+                    _init_weights(model, plan, stage)
                 ema = ModelEMA(model, stage.ema_decay) if stage.ema_decay > 0 else None
                 params = [p for p in model.parameters() if p.requires_grad]
                 opt = torch.optim.Adam(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
@@ -369,10 +454,18 @@ def _train(
                 else:
                     task = SRTask(net, pixel, stage.pixel_weight)
                 task.train()
-                batches = _loader(_build_dataset(recipe, stage, si), recipe, stage, start, n_iters, di)
+                dataset, about = _build_dataset(recipe, si)
+                val_spec = recipe.stage_val_data(si)
+                if val_spec and val_spec not in val_sets:
+                    val_sets[val_spec] = (find_dataset(val_spec, scale=recipe.scale).name,
+                                          load_val_images(val_spec, recipe.scale, di.rank, di.world_size))
+                val_name, val_images = val_sets.get(val_spec or "", ("", []))
+                batches = _loader(dataset, recipe, stage, start, n_iters, di)
                 global_batch = stage.batch_size * di.world_size
                 label = f"stage {si + 1}/{len(recipe.stages)} {stage.name}".strip()
-                job = bar.add_task(label, total=n_iters, completed=start, info="")
+                kd = f", distillation from {recipe.teacher}" if stage.distill_weight > 0 else ""
+                console.stage(label, n_iters, start, f"{about}, HR patch {stage.patch_size}, batch {global_batch}, "
+                              f"{stage.loss} loss{kd}, lr {stage.lr:g}, {n_iters} iterations")
                 offset = sum(s.iters for s in recipe.stages[:si])  # global step of this stage's iteration 0
 
                 for it in range(start, n_iters):
@@ -409,12 +502,13 @@ def _train(
                     if done % recipe.log_every == 0 or done == n_iters:
                         log.scalars(offset + done, {f"train/{k}": v for k, v in host.items()} | {"train/lr": rate},
                                     stage=si, iter=done)
-                        bar.update(job, info=f"loss {host['loss']:.4g} lr {rate:.2e}")
-                    bar.update(job, completed=done)
+                        console.log(label, done, n_iters, host, rate)
+                    console.progress(done)
                     if recipe.val_every and done % recipe.val_every == 0 and done < n_iters and val_images:
                         last_val = validate(ema.module if ema else model, val_images, recipe.scale, di.device)
                         log.scalars(offset + done, {f"val/{k}": v for k, v in last_val.items()},
                                     stage=si, iter=done)
+                        console.validation(label, done, n_iters, val_name, last_val)
                     if done % recipe.ckpt_every == 0 and done < n_iters:
                         saver.save(si, done, model, ema, opt, scaler, done * global_batch)
 
@@ -424,9 +518,7 @@ def _train(
                     last_val = validate(result, val_images, recipe.scale, di.device)
                     log.scalars(offset + n_iters, {f"val/{k}": v for k, v in last_val.items()},
                                 stage=si, iter=n_iters)
-                    if show:
-                        bar.console.print(f"{label}: validation PSNR-Y {last_val['psnr_y']:.3f} dB, "
-                                          f"PSNR-RGB {last_val['psnr_rgb']:.3f} dB")
+                    console.validation(label, n_iters, n_iters, val_name, last_val)
                 if di.is_main:
                     save_safetensors(result.state_dict(), _stage_file(out, si, stage), model=name, kwargs=kwargs)
                 if recipe.stage_init == "ema" and ema is not None:
@@ -436,6 +528,7 @@ def _train(
     finally:
         log.close()
         torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(threads_before)
 
     if result is None:  # every stage was already complete in the checkpoint we resumed from
         result = build_model(name, **kwargs)

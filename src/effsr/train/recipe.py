@@ -2,8 +2,12 @@
 
 A recipe names the model (a registry name and constructor arguments), the training and validation data, and
 the stages. Each stage starts from the previous stage's weights (or from ``init``) and has its own patch size,
-batch, loss, rate schedule and length. Unknown or misspelt keys are errors that name the key and suggest the
-closest valid ones; ``--set key=value`` overrides are parsed as YAML scalars and validated like the file.
+batch, loss, rate schedule and length, and may name its own ``train_data`` / ``val_data`` (else the top-level
+ones). Unknown or misspelt keys are errors that name the key and suggest the closest valid ones, at any depth;
+``--set key=value`` overrides are parsed as YAML scalars and validated like the file.
+
+Adding a stage key is adding a field to :class:`Stage` (with its default): validation, the "did you mean" hints,
+``--set`` and the resume check pick it up with no other change.
 
 Strings may use ``${VAR}``: ``${EFFSR_ASSETS}`` and ``${EFFSR_DATA}`` default to :func:`effsr.assets.assets_dir`
 and :func:`effsr.assets.data_root` when unset; any other variable must be set.
@@ -16,14 +20,23 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..assets import assets_dir, data_root
 
-__all__ = ["DataSource", "Recipe", "RecipeError", "Stage", "apply_overrides", "load_recipe", "parse_recipe"]
+__all__ = [
+    "DataSource",
+    "Recipe",
+    "RecipeError",
+    "Stage",
+    "apply_overrides",
+    "load_recipe",
+    "load_recipe_text",
+    "parse_recipe",
+]
 
 LossName = Literal["l1", "mse", "l2", "charbonnier"]
 
@@ -40,6 +53,7 @@ class _Strict(BaseModel):
 class DataSource(_Strict):
     """One training image folder: HR, optional matching LR (else LR made on the fly), optional subset."""
 
+    name: str = ""  # what the folder holds (DIV2K, LSDIR...): named in logs and errors
     hr: str
     lr: str | None = None  # None: LR made from HR by the MATLAB bicubic resize on the device
     file_list: str | None = None  # text file of paths relative to ``hr``, one per line
@@ -50,6 +64,8 @@ class Stage(_Strict):
     """One training stage. ``iters`` counts optimizer steps; ``patch_size`` is the HR patch side."""
 
     name: str = ""
+    train_data: list[DataSource] | None = Field(default=None, min_length=1)  # None: the recipe's train_data
+    val_data: str | None = None  # None: the recipe's val_data
     iters: int = Field(gt=0)
     patch_size: int = Field(gt=0)
     batch_size: int = Field(gt=0)  # per rank: the global batch is batch_size x world size
@@ -57,6 +73,7 @@ class Stage(_Strict):
     pixel_weight: float = 1.0
     distill_weight: float = Field(default=0.0, ge=0)  # > 0: add a loss towards the recipe's teacher
     distill_loss: LossName = "l1"
+    optimizer: Literal["adam"] = "adam"  # every seed factsheet trains with Adam
     lr: float = Field(gt=0)
     betas: tuple[float, float] = (0.9, 0.99)  # BasicSR's Adam betas in every seed team's options
     weight_decay: float = Field(default=0.0, ge=0)
@@ -96,8 +113,8 @@ class Recipe(_Strict):
     threads: int | None = Field(default=None, gt=0)  # torch CPU threads per process
     workers: int = Field(default=4, ge=0)  # DataLoader workers per rank
     cache_images: int = Field(default=0, ge=0)  # decoded images kept per worker (small datasets)
-    train_data: list[DataSource] = Field(min_length=1)
-    val_data: str | None = None  # benchmark folder (HR/ + LR_bicubic/X<s>/, or HR only)
+    train_data: list[DataSource] | None = Field(default=None, min_length=1)  # stages without their own use it
+    val_data: str | None = None  # a benchmark folder or name (effsr.evaluate.find_dataset); stages may override
     val_every: int = Field(default=0, ge=0)  # 0: validate at the end of each stage only
     ckpt_every: int = Field(default=1000, gt=0)
     keep_checkpoints: int = Field(default=2, gt=0)
@@ -111,6 +128,8 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Recipe:
         for i, st in enumerate(self.stages):
+            if st.train_data is None and self.train_data is None:
+                raise ValueError(f"stages.{i} ('{st.name}') has no train_data and the recipe has no top-level one")
             if st.patch_size % self.scale:
                 raise ValueError(f"stages.{i}.patch_size {st.patch_size} is not a multiple of scale {self.scale}")
             if st.distill_weight > 0 and not self.teacher:
@@ -120,6 +139,18 @@ class Recipe(_Strict):
     @property
     def uses_teacher(self) -> bool:
         return any(st.distill_weight > 0 for st in self.stages)
+
+    def stage_train_data(self, index: int) -> list[DataSource]:
+        """The training folders of stage ``index``: its own ``train_data``, else the recipe's."""
+        own = self.stages[index].train_data
+        data = own if own is not None else self.train_data
+        assert data is not None  # guaranteed by validation
+        return data
+
+    def stage_val_data(self, index: int) -> str | None:
+        """The validation set of stage ``index``: its own ``val_data``, else the recipe's."""
+        own = self.stages[index].val_data
+        return own if own is not None else self.val_data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,13 +186,29 @@ def _expand_all(obj: Any) -> Any:
     return obj
 
 
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``X``, ``list[X]`` or ``X | None``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys of the model that holds location ``loc`` (for 'did you mean' hints)."""
-    if len(loc) >= 3 and loc[0] == "stages":
-        return list(Stage.model_fields)
-    if len(loc) >= 3 and loc[0] == "train_data":
-        return list(DataSource.model_fields)
-    return list(Recipe.model_fields)
+    """The valid keys of the model that holds location ``loc`` (for 'did you mean' hints), at any depth."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        if not isinstance(part, str):
+            continue  # a list index: same model
+        field_info = model.model_fields.get(part)
+        sub = _submodel(field_info.annotation) if field_info is not None else None
+        if sub is None:
+            break
+        model = sub
+    return list(model.model_fields)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -171,13 +218,16 @@ def _format_errors(err: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _fields_at(loc), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             lines.append(f"unknown key '{key}'{hint}")
         elif e["type"] == "missing":
             lines.append(f"missing key '{key}'")
         else:
-            lines.append(f"'{key}': {e['msg']} (got {e.get('input')!r})")
-    return f"invalid recipe {source}:\n  " + "\n  ".join(lines)
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            got = e.get("input")
+            lines.append(f"'{key}': {msg}" if isinstance(got, dict) else f"'{key}': {msg} (got {got!r})")
+    # One line, however many problems: a batch log or a terminal shows it whole.
+    return f"invalid recipe {source}: " + "; ".join(lines)
 
 
 def _set_path(data: dict[str, Any], key: str, value: Any) -> None:
@@ -222,7 +272,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise RecipeError(f"--set {key}: cannot parse value '{raw}': {exc}") from exc
+            raise RecipeError(f"--set {key}: cannot parse value '{raw}': {' '.join(str(exc).split())}") from None
         _set_path(out, key, value)
     return out
 
@@ -240,13 +290,20 @@ def parse_recipe(data: dict[str, Any], *, source: str = "<recipe>", name: str = 
         raise RecipeError(_format_errors(err, source)) from None
 
 
+def load_recipe_text(
+    text: str, overrides: list[str] | None = None, *, source: str = "<recipe>", name: str = ""
+) -> Recipe:
+    """Parse, override and validate recipe YAML text; ``name`` fills an empty ``name``."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"cannot parse {source}: {' '.join(str(exc).split())}") from None
+    return parse_recipe(apply_overrides(data, overrides), source=source, name=name)
+
+
 def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
     """Read, override and validate a recipe YAML file."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"cannot parse {p}: {exc}") from exc
-    return parse_recipe(apply_overrides(data, overrides), source=str(p), name=p.stem)
+    return load_recipe_text(p.read_text(encoding="utf-8"), overrides, source=str(p), name=p.stem)

@@ -1,0 +1,227 @@
+"""Every seed recipe end to end on a CPU, scaled down: all its stages, its teacher, its per-stage data; Set5 PSNR.
+
+    python benchmarks/recipes_smoke.py                             # the five seed recipes: < 15 min on 2 quiet cores
+    python benchmarks/recipes_smoke.py --markdown smoke.md --json smoke.json
+    python benchmarks/recipes_smoke.py --recipes mdrn msn --iters 400 --threads 2
+
+Each shipped recipe (``effsr.recipes``) runs through :func:`effsr.train.loop.train`, changed only by ``--set`` style
+overrides, all printed:
+
+* data: every stage trains on B100 (HR + its MATLAB-bicubic LR) in place of each of its own datasets (one B100
+  source per factsheet dataset, names kept, subsets dropped: B100 has 100 images); validation on Set5 at each
+  stage's end;
+* length: ``--iters`` iterations per recipe, split over its stages as the recipe splits its own length (each stage
+  at least ``--min-iters``); halving points and the EMA's horizon (1 / (1 - decay) iterations) scaled with each
+  stage, the horizon never under 10 iterations (decay 0.9);
+* patches and batches: HR patch x ``--patch-scale``, at most ``--max-patch`` and at least the model's minimum input
+  (rounded up to a multiple of the scale: MSN needs 29x29 LR, 116 HR), batch x ``--batch-scale``; a patch the
+  minimum forces above ``--max-patch`` takes a batch smaller by the pixel ratio (MSN: 5 for 8);
+* the teacher (LSANet, IFADNet): SAFMN-L's weights are not available here, so MDRN full x4 (``mdrn``, in the zoo)
+  stands in unless ``--teacher-weights FILE`` gives SAFMN-L;
+* CPU, ``--threads`` training threads (2 by default, for a quiet 2-core machine; pass 1 when other jobs share the
+  cores: two OpenMP threads then stall each other, docs/training.md), one loader worker, the training set cached.
+
+It prints one row per stage (Set5 PSNR-Y and PSNR-RGB of the stage's EMA weights) and the bicubic baseline from
+``../shared/reference/metrics/Set5.json``, and exits 1 unless every recipe's final model beats bicubic in PSNR-Y
+(the convention of the smoke recipe and docs/training.md, and the metric MDRN's options validate on; PSNR-RGB, which
+a few hundred steps improve more slowly, is reported beside it).
+``--markdown`` writes the table for ``benchmarks/RESULTS.md`` (with the machine, threads and date); ``--json`` the
+rows. Not part of the test suite (a tiny version is: tests/train/test_recipes_smoke.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from effsr.assets import assets_dir, data_root
+from effsr.bench import machine_name
+from effsr.models import build_model
+from effsr.recipes import load_packaged_recipe
+from effsr.tiling import tiling_of
+from effsr.train.loop import train
+from effsr.train.recipe import Recipe
+
+SEED_RECIPES = ("agdn", "lsanet", "ifadnet", "mdrn", "msn")
+EMA_FLOOR = 0.9
+STAND_IN_TEACHER = "mdrn"  # MDRN full x4: Set5 RGB 30.42 dB (../shared/weights/SOURCES.md)
+
+
+@dataclass
+class StageRow:
+    recipe: str
+    model: str
+    stage: int
+    name: str
+    loss: str
+    distill: bool
+    iters: int
+    patch_size: int
+    batch_size: int
+    psnr_y: float
+    psnr_rgb: float
+
+
+def bicubic_set5(reference: Path) -> dict[str, float]:
+    """Mean Set5 PSNR-Y / PSNR-RGB of the MATLAB-bicubic x4 upscaling (../shared/reference/metrics/Set5.json)."""
+    per_image = json.loads(reference.read_text())["bicubic"]
+    return {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in ("psnr_y", "psnr_rgb")}
+
+
+def _round_up(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def smoke_overrides(
+    name: str,
+    *,
+    data: Path,
+    iters: int,
+    min_iters: int,
+    patch_scale: float,
+    max_patch: int,
+    batch_scale: float,
+    threads: int,
+    teacher_weights: Path | None = None,
+) -> list[str]:
+    """The ``--set`` overrides that scale recipe ``name`` down (module docstring)."""
+    full = load_packaged_recipe(name)
+    b100 = {"hr": str(data / "B100" / "HR"), "lr": str(data / "B100" / "LR_bicubic" / "X4")}
+    smallest_hr = tiling_of(build_model(full.model, **full.model_args)).min_size * full.scale
+    out = [
+        "device=cpu", f"threads={threads}", "workers=1", "cache_images=100", "deterministic=false",
+        f"val_data={data / 'Set5'}", "val_every=0", "log_every=50", "keep_checkpoints=1",
+    ]
+    if full.train_data is not None:
+        out.append(f"train_data={_sources(full.train_data, b100)}")
+    total = sum(st.iters for st in full.stages)
+    longest = 1
+    for i, st in enumerate(full.stages):
+        n = max(min_iters, round(iters * st.iters / total))  # the budget split as the recipe splits its length
+        factor = n / st.iters
+        longest = max(longest, n)
+        milestones = sorted({round(m * factor) for m in st.milestones} & set(range(1, n)))
+        # The EMA's horizon (1 / (1 - decay) iterations) shrinks with the length too, never under 10 iterations:
+        # a 0.999 EMA over a few hundred steps would still be mostly the random initial weights.
+        ema = max(EMA_FLOOR, 1 - (1 - st.ema_decay) / factor) if st.ema_decay > 0 else 0.0
+        patch = max(min(_round_up(st.patch_size * patch_scale, full.scale), max_patch), _round_up(smallest_hr, 4))
+        # A patch the model's minimum forces above max_patch takes a smaller batch: about the same pixels per step.
+        batch = max(2, round(st.batch_size * batch_scale * min(1.0, (max_patch / patch) ** 2)))
+        out += [f"stages.{i}.iters={n}", f"stages.{i}.milestones={milestones}", f"stages.{i}.ema_decay={ema:g}",
+                f"stages.{i}.patch_size={patch}", f"stages.{i}.batch_size={batch}", f"stages.{i}.val_data=null"]
+        if st.train_data is not None:
+            out.append(f"stages.{i}.train_data={_sources(st.train_data, b100)}")
+    out.append(f"ckpt_every={longest}")  # one checkpoint per stage (its end): the run still resumes
+    if full.uses_teacher:
+        if teacher_weights is not None:
+            out.append(f"teacher_weights={teacher_weights}")
+        else:
+            out += [f"teacher={STAND_IN_TEACHER}", "teacher_args={scale: 4}", "teacher_weights=null"]
+    return out
+
+
+def _sources(sources: Any, b100: dict[str, str]) -> str:
+    """B100 in place of each source, its name kept (flow-style YAML for ``--set``)."""
+    items = [f"{{name: {s.name or 'data'}-as-B100, hr: {b100['hr']}, lr: {b100['lr']}}}" for s in sources]
+    return "[" + ", ".join(items) + "]"
+
+
+def run_recipe(name: str, overrides: list[str], out_dir: Path) -> tuple[Recipe, list[StageRow], float]:
+    recipe = load_packaged_recipe(name, overrides)
+    t0 = time.perf_counter()
+    result = train(recipe, out_dir)  # a bar on a terminal, plain lines in a log
+    seconds = time.perf_counter() - t0
+    rows = [json.loads(x) for x in (result.out_dir / "metrics.jsonl").read_text().splitlines()]
+    last_val = {r["stage"]: r for r in rows if "val/psnr_y" in r}  # the stage-end validation is each stage's last
+    out = []
+    for i, st in enumerate(recipe.stages):
+        v = last_val[i]
+        out.append(StageRow(name, recipe.model, i + 1, st.name, st.loss, st.distill_weight > 0, st.iters,
+                            st.patch_size, st.batch_size, v["val/psnr_y"], v["val/psnr_rgb"]))
+    return recipe, out, seconds
+
+
+def markdown(rows: list[StageRow], seconds: dict[str, float], bicubic: dict[str, float], threads: int,
+             teacher: str) -> str:
+    lines = [
+        f"Machine: {machine_name('cpu')}, Python {platform.python_version()}; {threads} training thread(s); "
+        f"{datetime.date.today().isoformat()}. Teacher of LSANet / IFADNet: {teacher}.",
+        "",
+        "| recipe | model | stage | loss | iterations | HR patch | batch | Set5 PSNR-Y (dB) | Set5 PSNR-RGB (dB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        kd = " + KD" if r.distill else ""
+        lines.append(f"| {r.recipe} | {r.model} | {r.stage} {r.name} | {r.loss}{kd} | {r.iters} | {r.patch_size} | "
+                     f"{r.batch_size} | {r.psnr_y:.3f} | {r.psnr_rgb:.3f} |")
+    lines.append(f"| bicubic | - | - | - | - | - | - | {bicubic['psnr_y']:.3f} | {bicubic['psnr_rgb']:.3f} |")
+    total = sum(seconds.values())
+    lines += ["", "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + f"; total {total:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipes", nargs="*", default=list(SEED_RECIPES), choices=list(SEED_RECIPES))
+    ap.add_argument("--iters", type=int, default=600, help="iterations per recipe, split over its stages")
+    ap.add_argument("--min-iters", type=int, default=100, help="at least this many iterations per stage")
+    ap.add_argument("--patch-scale", type=float, default=0.25, help="HR patch x this ...")
+    ap.add_argument("--max-patch", type=int, default=96, help="... at most this, at least the model's minimum")
+    ap.add_argument("--batch-scale", type=float, default=0.125, help="batch x this (64 -> 8)")
+    ap.add_argument("--threads", type=int, default=2, help="training threads (1 when other jobs share the cores)")
+    ap.add_argument("--teacher-weights", type=Path, default=None, help="SAFMN-L weights for LSANet / IFADNet")
+    ap.add_argument("--data", type=Path, default=None, help="folder with B100/ and Set5/ (default: the data root)")
+    ap.add_argument("--reference", type=Path, default=None, help="Set5.json with the bicubic entry")
+    ap.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temp folder)")
+    ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    data = args.data or data_root()
+    bicubic = bicubic_set5(args.reference or assets_dir() / "reference" / "metrics" / "Set5.json")
+    teacher = f"SAFMN-L ({args.teacher_weights})" if args.teacher_weights else "MDRN full x4 (stand-in for SAFMN-L)"
+    rows: list[StageRow] = []
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.out or Path(tmp)
+        for name in args.recipes:
+            overrides = smoke_overrides(name, data=data, iters=args.iters, min_iters=args.min_iters,
+                                        patch_scale=args.patch_scale, max_patch=args.max_patch,
+                                        batch_scale=args.batch_scale, threads=args.threads,
+                                        teacher_weights=args.teacher_weights)
+            print(f"== {name}: " + " ".join(f"--set {o}" for o in overrides), flush=True)
+            _, got, seconds[name] = run_recipe(name, overrides, root / name)
+            rows += got
+            final = got[-1]
+            beats = final.psnr_y > bicubic["psnr_y"]
+            for r in got:
+                print(f"   stage {r.stage} {r.name}: Set5 PSNR-Y {r.psnr_y:.3f} dB, PSNR-RGB {r.psnr_rgb:.3f} dB",
+                      flush=True)
+            print(f"   {seconds[name]:.0f} s; final {'beats' if beats else 'does NOT beat'} bicubic in PSNR-Y "
+                  f"({bicubic['psnr_y']:.3f} dB; PSNR-RGB {bicubic['psnr_rgb']:.3f} dB)", flush=True)
+            if not beats:
+                failed.append(name)
+    table = markdown(rows, seconds, bicubic, args.threads, teacher)
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps({"bicubic": bicubic, "seconds": seconds,
+                                         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    if failed:
+        print(f"final model not above bicubic in Set5 PSNR-Y: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "build_model", "detect_architecture", "get_spec", "list_models", "load"]
+__all__ = ["__version__", "build_model", "detect_architecture", "get_spec", "list_models", "load", "upscale"]
 
 if TYPE_CHECKING:
+    from .api import upscale
     from .models import build_model, detect_architecture, get_spec, list_models
     from .models import load_model as load
 
@@ -19,6 +20,11 @@ _LAZY = {"build_model": "build_model", "detect_architecture": "detect_architectu
 
 
 def __getattr__(name: str) -> Any:
+    if name == "upscale":  # effsr.upscale(x, model="rlfn"): the one-liner (effsr.api)
+        from .api import upscale
+
+        globals()[name] = upscale
+        return upscale
     if name in _LAZY:
         from . import models
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import statistics
 import subprocess
@@ -36,14 +35,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .deploy.backends import BACKENDS
+from .files import write_json
 from .profile import time_call, torch_macs
 from .runtime import cpu_name, openmp_env, set_threads, tune_glibc_malloc
+from .sizes import parse_image_size as parse_size  # noqa: F401  (re-exported: the one size parser, W x H -> (H, W))
 
 # The pseudo-backend that times the dense reference convolution inside every cell's interleaved rounds.
 DENSE = "dense-3x3"
@@ -110,7 +110,7 @@ class BenchReport:
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_json(path, self.to_json())
 
 
 def machine_name(device: str = "cpu") -> str:
@@ -124,14 +124,6 @@ def machine_name(device: str = "cpu") -> str:
 
         name += ", effsr native kernels " + ("on" if native.library() is not None else "off")
     return name
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` as image tools write sizes (``"640x360"`` is a 360p frame) -> (H, W), the order of tensors."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"expected a size like 640x360 (W x H), got {text!r}")
-    return int(parts[1]), int(parts[0])
 
 
 def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channels: int = 64,

@@ -14,7 +14,7 @@ markdown summary, and a quality-vs-cost plot.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 import os
 import time
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics
+from . import files, metrics
 from .assets import data_root as default_data_root
-from .data.degrade import degrade_image, list_images, modcrop
-from .imageio import IMAGE_EXTENSIONS, read_rgb_uint8, tensor_to_uint8, uint8_to_tensor, write_rgb_uint8
+from .data.degrade import degrade_image, modcrop
+from .imageio import list_images, read_rgb_uint8, tensor_to_uint8, uint8_to_tensor, write_rgb_uint8
 from .infer import model_scale, upscale
 
 __all__ = [
@@ -42,8 +42,10 @@ __all__ = [
     "ModelCost",
     "evaluate",
     "evaluate_image",
+    "csv_text",
     "find_dataset",
     "leaderboard_markdown",
+    "json_payload",
     "markdown_summary",
     "model_cost",
     "plot_quality_vs_cost",
@@ -138,7 +140,7 @@ def _lr_subdir(lr_root: Path, scale: int) -> Path | None:
 
 
 def _has_images(d: Path) -> bool:
-    return d.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in d.iterdir())
+    return d.is_dir() and bool(list_images(d))
 
 
 def _organiser_pair(d: Path) -> tuple[Path, Path] | None:
@@ -333,30 +335,36 @@ def evaluate(
 # ------------------------------------------------------------------------------------------------------ writers
 
 
-def write_json(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> Path:
+def json_payload(results: Sequence[DatasetResult]) -> Any:
     """One object for a single (model, dataset), else a list of them (issue 3 item 5)."""
     if not results:
         raise ValueError("no results to write")
-    payload: Any = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(payload, indent=2) + "\n")
-    return p
+    return results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
 
 
-def write_csv(results: Sequence[DatasetResult], path: str | os.PathLike[str]) -> Path:
+def write_json(results: Sequence[DatasetResult], path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """:func:`json_payload` written atomically to ``path``."""
+    return files.write_json(path, json_payload(results), overwrite=overwrite)
+
+
+def csv_text(results: Sequence[DatasetResult]) -> str:
     """Per-image rows: model, dataset, name, every metric (lpips column when any result has it)."""
     cols = list(METRICS) + (["lpips"] if any("lpips" in r.metric_names for r in results) else [])
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model", "dataset", "name", *cols])
-        for r in results:
-            for img in r.images:
-                row = [getattr(img, c) for c in cols]
-                w.writerow([r.model, r.dataset, img.name, *("" if v is None else repr(float(v)) for v in row)])
-    return p
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["model", "dataset", "name", *cols])
+    for r in results:
+        for img in r.images:
+            row = [getattr(img, c) for c in cols]
+            w.writerow([r.model, r.dataset, img.name, *("" if v is None else repr(float(v)) for v in row)])
+    return buf.getvalue()
+
+
+def write_csv(results: Sequence[DatasetResult], path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """:func:`csv_text` written atomically to ``path``."""
+    with files.open_atomic(path, "w", newline="", overwrite=overwrite) as f:
+        f.write(csv_text(results))
+    return Path(path)
 
 
 _HEADERS = {
@@ -501,6 +509,7 @@ def plot_quality_vs_cost(
     path: str | os.PathLike[str],
     *,
     metric: str = "psnr_rgb",
+    overwrite: bool = True,
 ) -> Path:
     """Scatter ``metric`` (PSNR by default) against GMACs, marker area ~ parameters, one panel per dataset.
 
@@ -541,8 +550,10 @@ def plot_quality_vs_cost(
     axes[-1, 0].set_xlabel(f"GMACs at LR {lr[0]}x{lr[1]} ({pts[0][3].counter})")
     fig.suptitle("Quality vs cost (marker area ~ parameters)")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(p)
-    plt.close(fig)
+    try:
+        with files.atomic_path(p, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format=(p.suffix[1:] or "png").lower())
+    finally:
+        plt.close(fig)
     return p

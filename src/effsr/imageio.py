@@ -8,7 +8,9 @@ Two layers:
 * the **image layer** (``read_image`` -> :class:`Image`, ``write_image``) handles every odd file a user may hand to
   ``effsr upscale``: grayscale (kept grayscale on output), alpha (kept, upscaled separately by ``effsr.infer``),
   16-bit PNG/TIFF (kept 16-bit), palette and bilevel images, JPEG/WebP/BMP/TIFF, EXIF orientation, truncated or
-  corrupt files and non-images (:class:`ImageReadError` naming the file). Writes are atomic.
+  corrupt files and non-images (:class:`ImageReadError` naming the file). Writes are atomic (:mod:`effsr.files`).
+* **conversions** for the Python API (``image_from_array`` / ``image_to_array_rgb``, ``image_from_pil`` /
+  ``image_to_pil``) and :func:`list_images`, the one walk over input folders (upscale, eval, datasets, degrade).
 
 How a file is read (``read_image``): Pillow opens and fully decodes it first, which detects truncated and corrupt data
 (OpenCV silently accepts a truncated JPEG and fills the rest with grey), tells the colour type (``L``/``LA``/``I;16``
@@ -23,9 +25,9 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,7 +37,34 @@ import torch
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from .errors import ImageReadError, InvalidValueError
+from .files import write_bytes
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_FORMATS",
+    "Image",
+    "ImageReadError",
+    "image_from_array",
+    "image_from_pil",
+    "image_to_array",
+    "image_to_array_rgb",
+    "image_to_pil",
+    "list_images",
+    "read_image",
+    "read_rgb_uint8",
+    "tensor_to_uint8",
+    "uint8_to_tensor",
+    "write_image",
+    "write_rgb_uint8",
+]
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Output formats by the name users type (``--ext``) -> file suffix; the first is the default.
+OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "tiff": ".tiff"}
+# Suffixes whose formats hold 16-bit samples, and those that hold an alpha channel (OpenCV's encoders).
+_DEEP_SUFFIXES = (".png", ".tif", ".tiff")
+_ALPHA_SUFFIXES = (".png", ".tif", ".tiff", ".webp")
 
 # Pillow format names whose pixels OpenCV decodes; when OpenCV rejects such a file that Pillow accepted, the file is
 # corrupt in a way Pillow does not check (a PNG CRC error, for example), so it is refused rather than half-trusted.
@@ -55,10 +84,6 @@ GRAY_WEIGHTS = (1 / 3, 1 / 3, 1 / 3)
 # Rows converted per step when quantising a large float image, so the float32 temporaries stay small (~16 MiB for an
 # 8000-pixel-wide RGB output) instead of several full-size copies.
 _CHUNK_ROWS = 256
-
-
-class ImageReadError(RuntimeError):
-    """An input image cannot be read (missing, unreadable, corrupt or not an image). The message names the file."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,10 +123,10 @@ def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
     return np.uint8(np.round(arr * 255.0))
 
 
-def write_rgb_uint8(img: np.ndarray, path: str | os.PathLike[str]) -> Path:
-    """Write HxWx3 RGB (or HxW gray) uint8 atomically: a temporary file in the same folder, then rename."""
+def write_rgb_uint8(img: np.ndarray, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """Write HxWx3 RGB (or HxW gray) uint8 atomically (:mod:`effsr.files`); the format follows the suffix."""
     arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 and img.shape[2] == 3 else img
-    return _write_cv2_atomic(arr, Path(path))
+    return _write_cv2(arr, Path(path), overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -330,24 +355,29 @@ def image_to_array(img: Image) -> np.ndarray:
     return out[..., 0] if channels == 1 else out
 
 
-def write_image(img: Image, path: str | os.PathLike[str]) -> Path:
-    """Write an :class:`Image` atomically (temporary file in the same folder, then rename) and return the path.
+def write_image(img: Image, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """Write an :class:`Image` atomically (:func:`effsr.files.write_bytes`) and return the path.
 
-    The format follows the suffix (PNG when there is none); the bit depth is ``img.bit_depth`` (16-bit needs PNG or
-    TIFF); grayscale images are written as one channel (gray + alpha: a PNG of colour type 4), colour images with
-    alpha as RGBA.
+    The format follows the suffix (PNG when there is none): PNG, TIFF, JPEG, WebP, BMP. The bit depth is
+    ``img.bit_depth`` (16-bit needs PNG or TIFF); grayscale images are written as one channel (gray + alpha: a PNG of
+    colour type 4, or RGBA where the format has no gray + alpha), colour images with alpha as RGBA. A format that
+    cannot hold the image (16-bit or alpha in a JPEG) raises ``ValueError`` rather than dropping data silently;
+    ``overwrite=False`` refuses an existing file (:class:`effsr.errors.OutputExistsError`).
     """
     p = Path(path)
     if not p.suffix:
         p = p.with_suffix(".png")
-    if img.bit_depth == 16 and p.suffix.lower() not in (".png", ".tif", ".tiff"):
+    ext = p.suffix.lower()
+    if img.bit_depth == 16 and ext not in _DEEP_SUFFIXES:
         raise ValueError(f"{p}: {p.suffix} cannot hold 16-bit samples; write PNG or TIFF")
+    if img.alpha is not None and ext not in _ALPHA_SUFFIXES:
+        raise ValueError(f"{p}: {p.suffix} cannot hold transparency; write PNG, WebP or TIFF")
     arr = image_to_array(img)
     if arr.ndim == 3 and arr.shape[2] == 2:
-        if p.suffix.lower() != ".png":
-            raise ValueError(f"{p}: gray + alpha images are written as PNG only")
-        return _write_atomic(_encode_png_gray_alpha(arr), p)
-    return _write_cv2_atomic(arr, p)
+        if ext == ".png":
+            return write_bytes(p, _encode_png_gray_alpha(arr), overwrite=overwrite)
+        arr = np.dstack([arr[..., 0], arr[..., 0], arr[..., 0], arr[..., 1]])  # BGRA with B = G = R
+    return _write_cv2(arr, p, overwrite=overwrite)
 
 
 def _encode_png_gray_alpha(arr: np.ndarray) -> bytes:
@@ -369,8 +399,8 @@ def _encode_png_gray_alpha(arr: np.ndarray) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def _write_cv2_atomic(arr: np.ndarray, p: Path) -> Path:
-    """Encode with OpenCV (format from the suffix) and write atomically (:func:`_write_atomic`)."""
+def _write_cv2(arr: np.ndarray, p: Path, *, overwrite: bool = True) -> Path:
+    """Encode with OpenCV (format from the suffix) and write atomically."""
     ext = p.suffix.lower() or ".png"
     try:
         ok, buf = cv2.imencode(ext, arr)
@@ -378,27 +408,105 @@ def _write_cv2_atomic(arr: np.ndarray, p: Path) -> Path:
         raise OSError(f"{p}: cannot encode the image as {ext} ({e})") from None
     if not ok:
         raise OSError(f"{p}: cannot encode the image as {ext}")
-    return _write_atomic(buf.data, p)
+    return write_bytes(p, buf.data, overwrite=overwrite)
 
 
-def _write_atomic(data: bytes | memoryview, p: Path) -> Path:
-    """Write ``data`` to ``p`` atomically: a hidden temporary file beside the target, fsync, then rename.
+# --------------------------------------------------------------------------------------------------------------------
+# Conversions for the Python API: arrays (RGB order, as Pillow and matplotlib use) and Pillow images.
 
-    A crash or a failed write leaves the target untouched (the old file or none), never a partial image.
+
+def image_from_array(arr: np.ndarray) -> Image:
+    """An :class:`Image` from an HxW (gray), HxWx1, HxWx2 (gray + alpha), HxWx3 (RGB) or HxWx4 (RGBA) array.
+
+    uint8 and uint16 samples are scaled by 255 and 65535 (the bit depth is kept for :func:`image_to_array_rgb`);
+    float samples are taken as [0,1] values (8-bit on output).
     """
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # mkstemp makes the file 0600; give it the permissions a plain open() would (0666 minus the umask).
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise InvalidValueError(f"expected an HxW or HxWxC image array with C in 1..4, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        peak, depth = 255.0, 8
+    elif a.dtype == np.uint16:
+        peak, depth = 65535.0, 16
+    elif np.issubdtype(a.dtype, np.floating):
+        peak, depth = 1.0, 8
+    else:
+        raise InvalidValueError(f"image arrays must be uint8, uint16 or float, got {a.dtype}")
+    t = torch.from_numpy(a.transpose(2, 0, 1).astype(np.float32, order="C"))  # a copy: the input may be read-only
+    if peak != 1.0:
+        t = t.div_(peak)
+    t = t.unsqueeze(0)
+    c = a.shape[2]
+    gray = c in (1, 2)
+    color = t[:, :1].expand(1, 3, *t.shape[2:]) if gray else t[:, :3]
+    alpha = t[:, c - 1 : c] if c in (2, 4) else None
+    return Image(rgb=color, alpha=alpha, bit_depth=depth, was_grayscale=gray)
+
+
+def image_to_array_rgb(img: Image) -> np.ndarray:
+    """The pixels of ``img`` in RGB order: HxW gray, HxWx2 gray + alpha, HxWx3 RGB or HxWx4 RGBA, uint8/uint16
+    (clamped and rounded as :func:`write_image` writes them)."""
+    arr = image_to_array(img)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        order = [2, 1, 0, 3][: arr.shape[2]]
+        arr = np.ascontiguousarray(arr[..., order])
+    return arr
+
+
+# Pillow modes read as they are; the others are converted to one of these first (palette, CMYK, bilevel...).
+_PIL_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+
+
+def image_from_pil(im: PILImage.Image) -> Image:
+    """An :class:`Image` from a Pillow image (any mode: palette and bilevel images are expanded, 16-bit kept)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return image_from_array(_pillow_pixels(Path("<PIL image>"), im))
+    if mode not in _PIL_MODES:
+        has_alpha = "A" in mode or "transparency" in im.info
+        gray = mode in ("1", "La")
+        im = im.convert(("LA" if has_alpha else "L") if gray else ("RGBA" if has_alpha else "RGB"))
+    return image_from_array(np.asarray(im))
+
+
+def image_to_pil(img: Image) -> PILImage.Image:
+    """A Pillow image of ``img``: mode L, LA, RGB or RGBA (8-bit) or I;16 (16-bit gray). 16-bit colour images are
+    reduced to 8 bits, which is all Pillow holds for colour."""
+    if img.bit_depth == 16 and not (img.was_grayscale and img.alpha is None):
+        img = replace(img, bit_depth=8)
+    return PILImage.fromarray(image_to_array_rgb(img))  # uint16 HxW becomes mode I;16
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Folders.
+
+
+def list_images(folder: str | os.PathLike[str], *, recursive: bool = False,
+                exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """The image files in ``folder`` (by extension, :data:`IMAGE_EXTENSIONS`, in any case), sorted by their path
+    relative to ``folder``; with ``recursive`` the whole tree. Hidden files and folders (a leading dot: editor and
+    macOS ``._`` files, effsr's own ``.part`` temporaries) are skipped, and so is every folder in ``exclude`` (an
+    output folder inside an input tree). Raises ``NotADirectoryError`` when ``folder`` is not a folder and
+    ``OSError`` (``PermissionError``...) when it cannot be listed."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder")
+    seen = {os.path.realpath(e) for e in exclude} | {os.path.realpath(root)}  # also guards against link loops
+    found: list[tuple[str, Path]] = []
+
+    def walk(d: Path, rel: str) -> None:
+        for entry in d.iterdir():
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                real = os.path.realpath(entry)
+                if recursive and real not in seen:
+                    seen.add(real)
+                    walk(entry, f"{rel}{entry.name}/")
+            elif entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file():
+                found.append((rel + entry.name, entry))
+
+    walk(root, "")
+    return [p for _, p in sorted(found, key=lambda item: item[0])]

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,7 +68,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .errors import InvalidValueError
 from .imageio import GRAY_WEIGHTS, Image
+from .sizes import parse_memory_size
 from .tiling import TilingSpec, tiling_of
 
 log = logging.getLogger(__name__)
@@ -103,29 +104,6 @@ def model_scale(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Memory.
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-               "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_memory_size(value: int | float | str | None) -> int | None:
-    """Bytes from ``2G``, ``1.5GB``, ``512MiB``, ``800M`` or a plain number of bytes (None stays None).
-
-    Decimal units (k, M, G, T, with or without B) are powers of 1000; binary ones (KiB, MiB, GiB, TiB) of 1024.
-    """
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        n = float(value)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        if m is None or m.group(2).lower() not in _SIZE_UNITS:
-            raise ValueError(f"cannot read a memory size from {value!r} (examples: 2G, 1.5GB, 512MiB)")
-        n = float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
-    if n <= 0:
-        raise ValueError(f"memory size must be positive, got {value!r}")
-    return int(n)
-
 
 class _PeakTensorMemory(TorchDispatchMode):
     """Tracks the bytes of tensor storages created during a forward and keeps their peak.
@@ -361,6 +339,9 @@ def upscale(
     the process itself. ``on_tile(done, total)`` is called after each tile.
     Returns the unclamped output (float32 when tiled).
     """
+    if not isinstance(lr, torch.Tensor):  # paths, PIL images and arrays: effsr.upscale (effsr/api.py)
+        raise InvalidValueError(f"effsr.infer.upscale takes an NxCxHxW tensor, got a {type(lr).__name__}; "
+                                "effsr.upscale(x, model=...) takes paths, PIL images and numpy arrays")
     if lr.dim() != 4:
         raise ValueError(f"expected an NxCxHxW tensor, got {tuple(lr.shape)}")
     n, c, h, w = lr.shape

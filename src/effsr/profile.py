@@ -565,12 +565,12 @@ def time_call(fn: Callable[[], Any], device: torch.device | str = "cpu") -> floa
 
 def lr_images(data_dir: str | os.PathLike[str]) -> list[Path]:
     """The LR images of a dataset folder (``LR_bicubic/X4``, ``LR``) or of a plain folder of images, sorted."""
-    from .imageio import IMAGE_EXTENSIONS
+    from .imageio import list_images
 
     root = Path(data_dir)
     for sub in (root / "LR_bicubic" / "X4", root / "LR", root):
         if sub.is_dir():
-            files = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = list_images(sub)
             if files:
                 return files
     raise FileNotFoundError(f"no LR images found in {root} (looked in LR_bicubic/X4, LR and the folder itself)")

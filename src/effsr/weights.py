@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .errors import WeightsError
+from .files import atomic_path, open_atomic
 
 __all__ = [
     "WeightsRecord",
@@ -35,10 +37,6 @@ __all__ = [
 
 # Wrapper keys used by BasicSR-style trainers, tried in this order (EMA first: it is the evaluated one).
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net")
-
-
-class WeightsError(RuntimeError):
-    """A weights file cannot be found, verified, read or loaded."""
 
 
 @dataclass(frozen=True)
@@ -95,31 +93,25 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` through a temporary file; keep it only when the sha256 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with open_atomic(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while True:
                 chunk = resp.read(1 << 20)
                 if not chunk:
                     break
                 h.update(chunk)
                 out.write(chunk)
-        digest = h.hexdigest()
-        if sha256 and digest != sha256:
-            raise WeightsError(
-                f"download of {url} has sha256 {digest}, expected {sha256}; the file was discarded"
-            )
-        os.replace(tmp, dest)
+            digest = h.hexdigest()
+            if sha256 and digest != sha256:  # raised inside the block: the temporary file is discarded
+                raise WeightsError(
+                    f"download of {url} has sha256 {digest}, expected {sha256}; the file was discarded"
+                )
         return dest
     except WeightsError:
         raise
     except Exception as exc:  # network errors, HTTP errors
         raise WeightsError(f"could not download {url}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def resolve_weights(
@@ -245,19 +237,12 @@ def save_safetensors(
     from safetensors.torch import save_file
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     meta: dict[str, str] = {}
     if model is not None:
         meta[EFFSR_META_KEY] = json.dumps({"model": model, "kwargs": dict(kwargs or {}), **dict(extra or {})})
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".part", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return p
 
 
@@ -280,6 +265,6 @@ def read_effsr_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def copy_to_cache(src: str | os.PathLike[str], record: WeightsRecord) -> Path:
     """Copy a verified file into the cache (used by ``effsr zoo --fetch`` style helpers)."""
     dest = cache_dir() / record.file
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
     return dest

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app
+from . import app, options
 
 
 @app.command("bench")
 def bench_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Model name(s), comma-separated (see `effsr zoo`)."),
-    lr_size: str = typer.Option("256x256", "--lr-size", help="LR input size WxH, comma-separated for several."),
-    backend: str = typer.Option("eager,fast,onnxruntime", "--backend", help="Backends, comma-separated."),
-    threads: str = typer.Option("2", "--threads", help="CPU threads, comma-separated for several."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    model: Annotated[list[str], typer.Option(
+        "--model", "-m", help="Model name(s): -m rlfn,agdn or repeat -m (see `effsr zoo`).")],
+    lr_size: options.LrSizes = "256x256",
+    backend: Annotated[list[str] | None, typer.Option(
+        "--backend", help="Backends: eager,fast,onnxruntime (comma-separated or repeated; default all three).")] = None,
+    threads: Annotated[list[str] | None, typer.Option(
+        "--threads", help="CPU threads: 2, or 1,2,4 (comma-separated or repeated).")] = None,
+    device: options.Device = "cpu",
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per backend (interleaved)."),
     warmup: int = typer.Option(3, "--warmup", min=1, help="Untimed runs first."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the results as JSON."),
+    json_path: options.Json = None,
     in_process: bool = typer.Option(
         False, "--in-process", help="Run every backend in this process (quick smoke test; settings leak between them)."
     ),
@@ -29,27 +31,26 @@ def bench_cmd(
         False, "--explain", help="Time nothing: print the fast backend's graph passes, in order, with how often each "
         "fired, for each model (at the first --lr-size; $EFFSR_DISABLE_PASSES leaves passes out)."
     ),
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Median and IQR of the forward time, output megapixels/s and the distance to the arithmetic floor."""
-    from ..bench import BACKENDS, explain_passes, parse_size, run_benchmark
+    from ..bench import BACKENDS, explain_passes, run_benchmark
+    from ..sizes import parse_image_size
 
-    models = [m.strip() for m in model.split(",") if m.strip()]
-    backends = [b.strip() for b in backend.split(",") if b.strip()]
+    models = options.split_list(model)
+    for name in models:
+        options.check_model(name)  # an unknown name fails before any timing
+    backends = options.split_list(backend) or list(BACKENDS)
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
-        raise typer.BadParameter(f"unknown backend(s) {bad}; choose from {', '.join(BACKENDS)}", param_hint="--backend")
-    try:
-        sizes = [parse_size(s) for s in lr_size.split(",")]
-        thread_counts = [int(t) for t in threads.split(",")]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    if any(t < 1 for t in thread_counts):
-        raise typer.BadParameter("threads must be >= 1", param_hint="--threads")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise typer.BadParameter("CUDA is not available on this machine", param_hint="--device")
+        raise typer.BadParameter(f"unknown backend(s) {', '.join(bad)}; choose from {', '.join(BACKENDS)}",
+                                 param_hint="'--backend'")
+    sizes = [parse_image_size(s, square=True) for s in options.split_list(lr_size)]
+    thread_list = options.split_list(threads) or ["2"]
+    if not all(t.isdigit() and int(t) >= 1 for t in thread_list):
+        raise typer.BadParameter(f"expected whole numbers >= 1, got {', '.join(thread_list)}", param_hint="'--threads'")
+    thread_counts = [int(t) for t in thread_list]
+    options.check_outputs([json_path], overwrite=overwrite)
 
     if explain:
         for name in models:
@@ -79,7 +80,6 @@ def bench_cmd(
         err_text = "-" if r.max_abs_vs_eager is None else f"{r.max_abs_vs_eager:.1e}"
         table.add_row(r.model, r.backend, str(r.threads), f"{r.lr_size[1]}x{r.lr_size[0]}", f"{r.median_ms:.1f}",
                       f"{r.iqr_ms:.1f}", f"{r.output_mpix_per_s:.2f}", f"{r.times_floor:.2f}", err_text)
-    # Piped output gets a wide table (rich would otherwise fold every column to 80 characters).
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    options.table_console(stderr=options.is_stdout(json_path)).print(table)
     if json_path is not None:
-        report.write_json(json_path)
+        options.write_json_output(json_path, report.to_json(), overwrite=overwrite)

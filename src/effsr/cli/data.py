@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from . import data_app
+from ..errors import InvalidValueError
+from . import data_app, options
 
 
 @data_app.command("degrade")
@@ -19,12 +20,20 @@ def degrade_cmd(
     hr_output: Path | None = typer.Option(
         None, "--hr-output", help="Also write the HR images cropped to a multiple of the scale here."
     ),
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Crop HR to a multiple of the scale and downscale with MATLAB's bicubic imresize (uint8 rounding)."""
-    from ..data.degrade import degrade_folder, list_images
+    from ..data.degrade import degrade_folder
+    from ..imageio import IMAGE_EXTENSIONS, list_images
 
+    files = list_images(hr_dir)
+    if not files:
+        raise InvalidValueError(f"{hr_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    for folder in (output, hr_output):  # degrade_folder writes <folder>/<stem>.png for every HR image
+        if folder is not None:
+            options.check_outputs([folder / f"{p.stem}.png" for p in files], overwrite=overwrite)
     console = Console(stderr=True)
-    total = len(list_images(hr_dir))
+    total = len(files)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"degrading x{scale}", total=total)
         done = degrade_folder(hr_dir, output, scale, hr_out_dir=hr_output, on_image=lambda _: progress.advance(task))

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from . import data_app
+from . import data_app, options
 
 
 @data_app.command("extract-subimages")
@@ -24,11 +24,14 @@ def extract_cmd(
     file_list: Path | None = typer.Option(None, "--file-list", help="Only these files (paths relative to HR_DIR)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (sorted by path)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Threads."),
+    overwrite: options.Overwrite = False,
 ) -> None:
     """BasicSR-style sub-images (the teams cut DIV2K/LSDIR into 480x480 tiles, step 240) with HR/LR counts checked."""
     from ..data.datasets import find_images
     from ..data.subimages import extract_subimages
 
+    for folder in (output, lr_output):
+        options.check_image_folder(folder, overwrite=overwrite)
     total = len(find_images(hr_dir, file_list=file_list, limit=limit))
     with Progress(console=Console(stderr=True), transient=True) as progress:
         job = progress.add_task("extracting", total=total)

@@ -3,38 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from . import app
+from . import app, options
 
 
 @app.command("export")
 def export_cmd(
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (see `effsr zoo`)."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file (.pth or .safetensors)."),
+    model: options.Model = None,
+    weights: options.Weights = None,
+    scale: options.Scale = None,
     output: Path = typer.Option(..., "--output", "-o", help="The .onnx file to write."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Symbolic batch, height and width (where the model allows)."),
-    lr_size: str = typer.Option(
-        "64x64", "--lr-size", help="WxH of the traced input (the only size of a static export)."
-    ),
+    lr_size: Annotated[str, typer.Option(
+        "--lr-size", parser=options.parse_lr_size, help="WxH of the traced input (the only size of a static export)."
+    )] = "64x64",
     opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Export to ONNX, then check onnxruntime against PyTorch at two input sizes (max abs 5e-4 in [0,1] units)."""
-    import effsr
-
-    from ..bench import parse_size
     from ..deploy.onnx import export_onnx
+    from ..sizes import parse_image_size
 
-    if model is None and weights is None:
-        raise typer.BadParameter("give --model NAME and/or --weights FILE")
-    try:
-        size = parse_size(lr_size)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--lr-size") from exc
+    options.need_model(model, weights)
+    options.check_outputs([output], overwrite=overwrite)
+    size = parse_image_size(lr_size, square=True)
     console = Console()
-    net = effsr.load(model, weights)
+    net = options.load_model(model, weights, scale=scale)
     report = export_onnx(net, output, dynamic=dynamic, opset=opset, example_size=size)
     console.print(f"wrote {report.path} ({report.file_bytes / 1e6:.2f} MB, opset {report.opset}, "
                   f"{'dynamic' if report.dynamic else 'static'} shapes)")

@@ -7,7 +7,6 @@ dataset folder the way the official harness does (it was ``--ntire DIR`` before 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import app
-
-
-def parse_lr_size(text: str) -> tuple[int, int]:
-    """``"640x360"`` (W x H, as image tools and ``effsr bench`` write sizes) or ``"256"`` (square) -> (H, W)."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        if len(parts) == 1:
-            h = w = int(parts[0])
-        elif len(parts) == 2:
-            w, h = int(parts[0]), int(parts[1])
-        else:
-            raise ValueError
-    except ValueError:
-        raise typer.BadParameter(f"expected WxH such as 256x256 or 640x360, got {text!r}") from None
-    if h < 1 or w < 1:
-        raise typer.BadParameter(f"LR size must be positive, got {text!r}")
-    return h, w
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise typer.BadParameter("--device cuda was asked but CUDA is not available")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise typer.BadParameter(f"--device must be cpu or cuda, got {device!r}")
+from ..errors import InvalidValueError, UsageError
+from . import app, options
 
 
 def _g(n: int) -> str:
@@ -63,7 +37,7 @@ def parse_ntire_year(text: str) -> int:
         hint = ""
         if Path(text).expanduser().is_dir():
             hint = "; to time a dataset folder the way the NTIRE harness does, use --harness-dir DIR"
-        raise typer.BadParameter(
+        raise InvalidValueError(
             f"--ntire takes a challenge year ({', '.join(map(str, RULES))}), got {text!r}{hint}"
         ) from None
 
@@ -92,6 +66,7 @@ def _add_score(payload: dict[str, Any], base: dict[str, Any], year: int, harness
         "baseline_macs_fvcore": base["macs_fvcore"],
         "baseline_params": base["params"],
         "runtime_used": runtime_key,
+        "runtime_device": payload["device"]["device"],
         "weights": {"runtime": r.weight_runtime, "flops": r.weight_flops, "params": r.weight_params},
         "organisers_gpu": r.gpu,
         "psnr_gate_db": {r.gate_datasets[0]: r.psnr_gate_valid_db, r.gate_datasets[1]: r.psnr_gate_test_db},
@@ -99,14 +74,23 @@ def _add_score(payload: dict[str, Any], base: dict[str, Any], year: int, harness
     }
 
 
-def _rules_caption(year: int, runtime_key: str) -> str:
+def _score_label(payloads: list[dict[str, Any]]) -> tuple[str, str]:
+    """The score column's header and the caption's note. The challenge ranks runtimes measured on its GPU
+    (``effsr.ntire``: the organisers' GPU of each year); a score from CPU runtimes follows the formula but is not
+    that ranking."""
+    if all(str(p["device"]["device"]).startswith("cuda") for p in payloads):
+        return "score", "runtimes on this GPU"
+    return "score (CPU rt)", "runtimes on this CPU, so a CPU-runtime score: the challenge ranks GPU runtimes"
+
+
+def _rules_caption(year: int, runtime_key: str, note: str) -> str:
     from ..ntire import rules
 
     r = rules(year)
     return (
         f"NTIRE {r.year} score vs {r.baseline.model.upper()} measured here: {r.formula()}, lower is better, "
-        f"{r.baseline.model.upper()} = 7.389; rt = {runtime_key}, FLOPs = MACs fvcore. The organisers ranked on an "
-        f"{r.gpu} and required PSNR >= {r.psnr_gate_valid_db:.2f} dB on {r.gate_datasets[0]} and "
+        f"{r.baseline.model.upper()} = 7.389; rt = {runtime_key}, FLOPs = MACs fvcore; {note}. The organisers ranked "
+        f"on an {r.gpu} and required PSNR >= {r.psnr_gate_valid_db:.2f} dB on {r.gate_datasets[0]} and "
         f">= {r.psnr_gate_test_db:.2f} dB on {r.gate_datasets[1]} (not measured here). Rules: {r.source}"
     )
 
@@ -139,26 +123,28 @@ def _print_single(console: Console, payload: dict[str, Any]) -> None:
         rows.append(("harness peak memory (MiB)", f"{n['peak_memory_mib']:.1f}", n["memory_method"]))
     score = payload.get("ntire_score")
     if score is not None:
-        rows.append((f"NTIRE {score['year']} score", f"{score['final']:.3f}",
+        header, note = _score_label([payload])
+        rows.append((f"NTIRE {score['year']} {header}", f"{score['final']:.3f}",
                      f"runtime {score['runtime']:.3f}, FLOPs {score['flops']:.3f}, params {score['params']:.3f} "
                      f"vs {score['baseline']} (rt {score['baseline_runtime_ms']:.2f} ms here)"))
     for row in rows:
         table.add_row(*row)
     console.print(table)
     if score is not None:
-        console.print(_rules_caption(score["year"], score["runtime_used"]))
+        console.print(_rules_caption(score["year"], score["runtime_used"], _score_label([payload])[1]))
     skipped = ", ".join(f"{k} x{v}" for k, v in payload["fvcore_unsupported"].items())
     console.print(f"fvcore skipped (counted as 0): {skipped or 'none'}")
 
 
 def _print_all(console: Console, payloads: list[dict[str, Any]], runtime_key: str, year: int | None) -> None:
     h, w = payloads[0]["lr_size"]
+    header, note = _score_label(payloads)
     table = Table(
-        title=f"effsr profile --all-models at LR {h}x{w} on {payloads[0]['device']['name']}",
-        caption=_rules_caption(year, runtime_key) if year is not None else None,
+        title=f"effsr profile at LR {h}x{w} on {payloads[0]['device']['name']}",
+        caption=_rules_caption(year, runtime_key, note) if year is not None else None,
     )
     for col in ("model", "params", "MACs fvcore (G)", "+'same' (G)", "conv hooks (G)", "torch (G)",
-                "acts (M)", "#conv", "mem (MiB)", "runtime (ms)", "score"):
+                "acts (M)", "#conv", "mem (MiB)", "runtime (ms)", header):
         table.add_column(col, justify="left" if col == "model" else "right")
     for p in payloads:
         rt = p["runtime_ms"]
@@ -176,13 +162,14 @@ def _print_all(console: Console, payloads: list[dict[str, Any]], runtime_key: st
 
 @app.command("profile")
 def profile_cmd(
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name (see `effsr zoo`)."),
-    weights: Path | None = typer.Option(None, "--weights", "-w", help="Weights file (.pth or .safetensors)."),
-    lr_size: str = typer.Option("256x256", "--lr-size", help="LR input WxH, e.g. 640x360."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    model: options.Models = None,
+    weights: options.Weights = None,
+    scale: options.Scale = None,
+    lr_size: options.LrSize = "256x256",
+    device: options.Device = "cpu",
     runs: int = typer.Option(20, "--runs", min=1, help="Timed forwards (after the warm-up)."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed forwards before timing."),
-    json_file: Path | None = typer.Option(None, "--json", help="Write the raw numbers as JSON to this file."),
+    json_file: options.Json = None,
     ntire: str | None = typer.Option(
         None, "--ntire", metavar="YEAR",
         help="Challenge rules to score with: 2024 (RLFN), 2025 (EFDN) or 2026 (SPAN); default: the latest.",
@@ -195,63 +182,72 @@ def profile_cmd(
         True, "--score/--no-score", help="Score with the year's rules (measures the baseline model here too)."
     ),
     all_models: bool = typer.Option(False, "--all-models", help="Every zoo model, one table, with the NTIRE score."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's own)."),
+    threads: options.Threads = None,
+    overwrite: options.Overwrite = False,
 ) -> None:
-    """Profile a model: params, MACs (fvcore / conv hooks / torch), activations, #conv, memory, runtime, NTIRE score."""
-    import torch
-
-    import effsr
-
-    from ..models import get_spec, list_models
+    """Profile models: params, MACs (fvcore / conv hooks / torch), activations, #conv, memory, runtime, NTIRE score;
+    several models (-m a,b or --all-models) share one table."""
+    from ..models import get_spec, list_models, resolve_model_name
     from ..ntire import rules
     from ..profile import lr_images, profile_model
+    from ..runtime import set_threads
+    from ..sizes import parse_image_size
     from ..tiling import tiling_of
 
-    size = parse_lr_size(lr_size)
+    size = parse_image_size(lr_size, square=True)
+    names = options.split_list(model)
     year = parse_ntire_year(ntire) if ntire is not None else rules().year
     baseline = rules(year).baseline.model
-    _check_device(device)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    options.check_outputs([json_file], overwrite=overwrite)
+    set_threads(threads)
     if harness_dir is not None:
         try:
             lr_images(harness_dir)  # fail before the long measurements when the folder holds no images
-        except FileNotFoundError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--harness-dir") from None
-    console = Console()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise InvalidValueError(f"--harness-dir: {exc}") from None
+    console = options.table_console(stderr=options.is_stdout(json_file))
     harness = harness_dir is not None
     # The challenge ranks by the harness's mean per-image runtime; without --harness-dir the median at --lr-size.
     runtime_key = "harness mean per image" if harness else f"median at {size[0]}x{size[1]}"
 
-    def measure(name: str, net: Any = None) -> dict[str, Any]:
-        net = effsr.load(name, device=device) if net is None else net
-        return profile_model(net, name, lr_size=size, runs=runs, warmup=warmup, ntire_dir=harness_dir).to_json()
+    def measure(name: str | None, wpath: Path | None = None, display: str | None = None) -> dict[str, Any]:
+        net = options.load_model(name, wpath, scale=scale if name != baseline or wpath else None, device=device)
+        payload = profile_model(net, display or str(name), lr_size=size, runs=runs, warmup=warmup,
+                                ntire_dir=harness_dir).to_json()
+        del net
+        return payload
 
-    if not all_models:
-        if model is None and weights is None:
-            raise typer.BadParameter("give --model NAME and/or --weights FILE, or --all-models")
-        net = effsr.load(model, weights, device=device)
-        name = get_spec(model).name if model else Path(weights).stem  # type: ignore[arg-type]
+    if all_models and (names or weights is not None):
+        raise UsageError("--all-models profiles every zoo model; drop --model/--weights")
+    if not all_models and len(names) <= 1:
+        options.need_model(names[0] if names else None, weights)
+        net = options.load_model(names[0] if names else None, weights, scale=scale, device=device)
+        name = options.check_model(names[0]) if names else Path(str(weights)).stem
         min_size = tiling_of(net).min_size
         if min(size) < min_size:
-            raise typer.BadParameter(f"--lr-size {lr_size} is below {name}'s minimum LR size {min_size}x{min_size}")
-        payload = measure(name, net)
+            raise InvalidValueError(f"--lr-size {lr_size} is below {name}'s minimum LR size {min_size}x{min_size}")
+        payload = profile_model(net, name, lr_size=size, runs=runs, warmup=warmup, ntire_dir=harness_dir).to_json()
+        del net
         if score:
             # The score compares runtimes, which only means something on one machine: the baseline is measured here.
-            base = payload if name == baseline else measure(baseline)
+            base = payload if name == baseline and weights is None else measure(baseline)
             _add_score(payload, base, year, harness, runtime_key)
         _print_single(console, payload)
         if json_file is not None:
-            _write_json(json_file, payload)
+            options.write_json_output(json_file, payload, overwrite=overwrite)
         return
 
-    if model is not None or weights is not None:
-        raise typer.BadParameter("--all-models profiles every zoo model; drop --model/--weights")
-    names = [n for n in list_models() if get_spec(n).weights]
-    min_sizes = {n: tiling_of(get_spec(n).builder(**dict(get_spec(n).weights[0].kwargs))).min_size for n in names}
+    if weights is not None:
+        raise UsageError(f"--weights goes with one --model, got {', '.join(names)}")
+    names = [n for n in list_models() if get_spec(n).weights] if all_models else [options.check_model(n) for n in names]
+    min_sizes = {}
+    for n in names:
+        spec, rec = resolve_model_name(n)
+        record = rec if rec is not None else spec.default_weights
+        min_sizes[n] = tiling_of(spec.builder(**(dict(record.kwargs) if record else {}))).min_size
     too_small = [n for n, m in min_sizes.items() if min(size) < m]
     if too_small:
-        raise typer.BadParameter(f"--lr-size {lr_size} is below the minimum LR size of {', '.join(too_small)}")
+        raise InvalidValueError(f"--lr-size {lr_size} is below the minimum LR size of {', '.join(too_small)}")
     payloads: list[dict[str, Any]] = []
     for n in names:
         Console(stderr=True).print(f"profiling {n} ...", style="dim")
@@ -262,9 +258,4 @@ def profile_cmd(
             _add_score(p, base, year, harness, runtime_key)
     _print_all(console, payloads, runtime_key, year if score else None)
     if json_file is not None:
-        _write_json(json_file, payloads)
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+        options.write_json_output(json_file, payloads, overwrite=overwrite)

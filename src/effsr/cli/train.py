@@ -31,31 +31,25 @@ def train_cmd(
     ),
 ) -> None:
     """Train a model from a recipe; writes checkpoints, TensorBoard logs and DIR/final.safetensors."""
-    from ..train.loop import NonFiniteLossError, train
-    from ..train.recipe import RecipeError, load_recipe
-
-    def fail(message: object, code: int = 2) -> None:
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(code)
+    from ..errors import InvalidValueError
+    from ..train.loop import train
+    from ..train.recipe import load_recipe
 
     if (config is None) == (recipe_name is None):
-        fail("give a recipe file (effsr train FILE) or a shipped recipe (effsr train --recipe NAME), not both")
-    try:
-        if recipe_name is not None:
-            from ..recipes import load_packaged_recipe
+        raise InvalidValueError(
+            "give a recipe file (effsr train FILE) or a shipped recipe (effsr train --recipe NAME), not both")
+    # A RecipeError (a usage error) names the key and the handler prints it on one line.
+    if recipe_name is not None:
+        from ..recipes import load_packaged_recipe
 
-            recipe = load_packaged_recipe(recipe_name, set_)
-            stem = recipe_name
-        else:
-            assert config is not None
-            recipe = load_recipe(config, set_)
-            stem = config.stem
-        run_dir = out if out is not None else Path("runs") / stem
-        result = train(recipe, run_dir, resume=resume, max_iters=max_iters)
-    except (RecipeError, FileExistsError) as exc:
-        fail(exc)
-    except NonFiniteLossError as exc:
-        fail(exc, 3)
+        recipe = load_packaged_recipe(recipe_name, set_)
+        stem = recipe_name
+    else:
+        assert config is not None
+        recipe = load_recipe(config, set_)
+        stem = config.stem
+    run_dir = out if out is not None else Path("runs") / stem
+    result = train(recipe, run_dir, resume=resume, max_iters=max_iters)
     if int(os.environ.get("RANK", "0")) == 0:
         val = ", ".join(f"{k} {v:.3f}" for k, v in result.val.items() if k != "images")
         typer.echo(f"wrote {result.final}" + (f" ({val})" if val else ""))
@@ -64,6 +58,10 @@ def train_cmd(
 app.command("train")(train_cmd)
 
 if __name__ == "__main__":
+    import sys
+
+    from .handler import guarded
+
     standalone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     standalone.command()(train_cmd)
-    standalone()
+    sys.exit(guarded(lambda: standalone(standalone_mode=False)))

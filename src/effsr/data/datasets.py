@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..imageio import IMAGE_EXTENSIONS, read_rgb_uint8
+from ..imageio import list_images, read_rgb_uint8
 from .transforms import apply_aug_numpy, random_aug, random_crop_pair, random_window
 
 __all__ = [
@@ -69,10 +69,7 @@ def find_images(
         if missing:
             raise FileNotFoundError(f"{len(missing)} files of {file_list} not found under {base}: {missing[:3]}")
     else:
-        files = sorted(
-            (p for p in base.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-            key=lambda p: _rel_key(p, base),
-        )
+        files = list_images(base, recursive=True)
     if limit is not None:
         files = files[:limit]
     if not files:
@@ -88,9 +85,8 @@ def match_lr_files(
     if not lr_base.is_dir():
         raise FileNotFoundError(f"LR folder not found: {lr_base}")
     index: dict[tuple[str, str], Path] = {}
-    for p in lr_base.rglob("*"):
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-            index[(p.parent.relative_to(lr_base).as_posix(), p.stem)] = p
+    for p in list_images(lr_base, recursive=True):
+        index[(p.parent.relative_to(lr_base).as_posix(), p.stem)] = p
     out: list[Path] = []
     missing: list[str] = []
     for f in hr_files:

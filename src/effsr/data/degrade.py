@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import IMAGE_EXTENSIONS, read_rgb_uint8, write_rgb_uint8
+from ..imageio import IMAGE_EXTENSIONS, list_images, read_rgb_uint8, write_rgb_uint8
 from ..resize import imresize
 
 __all__ = ["DegradedImage", "degrade_folder", "degrade_image", "list_images", "modcrop"]
@@ -30,14 +30,6 @@ class DegradedImage:
     hr_size: tuple[int, int]  # (H, W) of the HR file as read
     lr_size: tuple[int, int]  # (H, W) written
     grayscale: bool
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name."""
-    d = Path(folder)
-    if not d.is_dir():
-        raise NotADirectoryError(f"{d}: not a folder")
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import DeviceError
 from ..runtime import set_threads, single_thread, tune_glibc_malloc
 from ..tiling import tiling_of
 from .checks import FP32_TOLERANCE, example_image, input_channels
@@ -124,7 +125,7 @@ def _device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device, checked to exist on this machine."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but is not available on this machine")
+        raise DeviceError("CUDA was requested but is not available on this machine; run on cpu instead")
     return dev
 
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import atomic_path
 from ..runtime import cpu_flags
 from .ops import pixel_shuffle_nchw as plain
 
@@ -104,23 +105,20 @@ def _build(cxx: str, arch: str = NATIVE_ARCH) -> Path:
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    except OSError:  # a read-only home (containers): build in this user's temporary directory instead
+        writable = os.access(target.parent, os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:  # a read-only home (containers): build in this user's temporary directory instead
         target = Path(tempfile.gettempdir()) / f"effsr-kernels-{os.getuid()}" / target.name
         if target.exists():
             return target
+        # Private (0700): a library in a shared temporary directory must not be replaceable by other users.
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True,
+    with atomic_path(target) as tmp:  # atomic: a concurrent process sees either no library or a whole one
+        proc = subprocess.run([cxx, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
                               timeout=_COMPILE_TIMEOUT_S)
         if proc.returncode != 0:
             raise RuntimeError(f"{Path(cxx).name} failed: {proc.stderr.strip()[-800:]}")
-        os.replace(tmp, target)  # atomic: a concurrent process sees either no library or a whole one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 

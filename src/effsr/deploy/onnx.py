@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import write_bytes
 from ..runtime import single_thread
 from ..tiling import TilingSpec, tiling_of
 from .checks import FP32_TOLERANCE, example_image, input_channels
@@ -151,12 +152,7 @@ def export_onnx(
     supported = supported_shapes_text(net, is_dynamic, (h, w), channels)
     nbytes = 0
     if path is not None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-        nbytes = target.stat().st_size
+        nbytes = write_bytes(path, data).stat().st_size
     return ExportReport(path=Path(path) if path is not None else None, model=name, opset=opset,
                         dynamic_requested=dynamic, dynamic=is_dynamic, input_shape=shape, supported_shapes=supported,
                         checks=tuple(checks), tolerance=tolerance, notes=tuple(notes), file_bytes=nbytes)

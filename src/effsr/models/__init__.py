@@ -17,6 +17,7 @@ from ._registry import (
     load_model,
     load_state_dict_strict,
     register_model,
+    resolve_model_name,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "load_model",
     "load_state_dict_strict",
     "register_model",
+    "resolve_model_name",
 ]

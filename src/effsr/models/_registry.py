@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InvalidValueError, UnknownModelError, WeightsMismatchError
 from ..weights import (
     WeightsError,
     WeightsRecord,
@@ -64,13 +65,23 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
+def _key(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def _unknown(name: str, what: str = "model") -> UnknownModelError:
+    names = [*_REGISTRY, *(r.name for r in all_weight_records())]
+    close = difflib.get_close_matches(_key(name), names, n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"unknown {what} '{name}'{hint} (`effsr zoo` lists the models and their weights)")
+
+
 def get_spec(name: str) -> ModelSpec:
-    key = name.lower().replace("-", "_")
+    """The architecture registered as ``name``, or :class:`UnknownModelError` naming the closest names."""
+    key = _key(name)
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown model '{name}'{hint} (known: {', '.join(_REGISTRY)})")
+    raise _unknown(name)
 
 
 def all_weight_records() -> list[WeightsRecord]:
@@ -80,9 +91,22 @@ def all_weight_records() -> list[WeightsRecord]:
 def get_weights_record(name: str) -> WeightsRecord:
     """A weight record by its own name or its file name."""
     for rec in all_weight_records():
-        if name in (rec.name, rec.file):
+        if name in (rec.name, rec.file) or _key(name) == rec.name:
             return rec
-    raise KeyError(f"unknown weights '{name}' (known: {', '.join(r.name for r in all_weight_records())})")
+    raise _unknown(name, "weights")
+
+
+def resolve_model_name(name: str) -> tuple[ModelSpec, WeightsRecord | None]:
+    """An architecture name (``mdrn``) or the name of one of its weight records (``mdrn_x3``, as ``effsr zoo``
+    lists them) -> the architecture and the record it names (None for an architecture name)."""
+    key = _key(name)
+    if key in _REGISTRY:
+        return _REGISTRY[key], None
+    try:
+        rec = get_weights_record(name)
+    except UnknownModelError:
+        raise _unknown(name) from None
+    return get_spec(rec.model), rec
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -199,7 +223,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: StateDict, model_name: 
             looks = f"; the file looks like '{guess}' with {kwargs}"
         except WeightsError:
             looks = "; the file matches no registered architecture"
-        raise WeightsError(f"weights do not fit '{model_name}': {problem}{looks}")
+        raise WeightsMismatchError(f"weights do not fit '{model_name}': {problem}{looks}")
     model.load_state_dict(dict(state_dict), strict=True)
     return model
 
@@ -207,7 +231,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: StateDict, model_name: 
 def _check_conflicts(spec: ModelSpec, fixed: Mapping[str, Any], requested: Mapping[str, Any], what: str) -> None:
     for key in spec.weight_determined:
         if key in requested and key in fixed and requested[key] != fixed[key]:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{spec.name}: {key}={requested[key]!r} conflicts with {what}, which needs {key}={fixed[key]!r}"
             )
 
@@ -244,7 +268,8 @@ def load_model(
 
     - ``load_model("rlfn")``: the default official weights of ``rlfn``, found by the resolution order
       (explicit path, ``$EFFSR_WEIGHTS_DIR``, cache, verified download).
-    - ``load_model("mdrn", scale=3)``: the record of ``mdrn`` whose constructor args match.
+    - ``load_model("mdrn", scale=3)`` or ``load_model("mdrn_x3")``: the record of ``mdrn`` whose constructor args
+      match, or the record named (the names ``effsr zoo`` lists).
     - ``load_model("rlfn", "file.pth")`` or ``load_model(weights="file.pth")``: a given file; with no
       model name the architecture comes from effsr metadata (safetensors) or is detected from the keys. A bare
       published file name that is not a file here (``"team24_spanf.pth"``) is found like its record.
@@ -255,7 +280,11 @@ def load_model(
     ):
         model, weights = None, model
     if model is None and weights is None:
-        raise ValueError("give a model name, a weights file, or both")
+        raise InvalidValueError("give a model name, a weights file, or both")
+    named: WeightsRecord | None = None
+    if model is not None:
+        resolved, named = resolve_model_name(model)  # "mdrn_x3" names the mdrn architecture and one record
+        model = resolved.name
 
     if weights is not None:
         path = _weights_path(weights, download)
@@ -291,10 +320,11 @@ def load_model(
     if not spec.weights:
         raise WeightsError(f"model '{spec.name}' has no published weights; pass weights=PATH")
     wanted = {k: v for k, v in kwargs.items() if k in spec.weight_determined}
-    candidates = [r for r in spec.weights if all(r.kwargs.get(k, v) == v for k, v in wanted.items())]
+    records = (named,) if named is not None else spec.weights
+    candidates = [r for r in records if all(r.kwargs.get(k, v) == v for k, v in wanted.items())]
     if not candidates:
         options = "; ".join(f"{r.name}: {dict(r.kwargs)}" for r in spec.weights)
-        raise ValueError(f"{spec.name}: no published weights with {kwargs} (available: {options})")
+        raise InvalidValueError(f"{spec.name}: no published weights with {kwargs} (available: {options})")
     record = candidates[0]
     path = resolve_weights(record, download=download)
     sd = read_state_dict(path, record.wrapper_key)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import make_temp_dir, write_text
 from ..weights import read_state_dict, save_safetensors
 
 __all__ = [
@@ -105,7 +105,7 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / _name(stage, iteration)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=root))
+    tmp = make_temp_dir(final)
     try:
         save_safetensors(model_state, tmp / "model.safetensors", model=arch, kwargs=arch_kwargs)
         if ema_state is not None:
@@ -127,12 +127,7 @@ def save_checkpoint(
 
 
 def _write_pointer(root: Path, name: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".latest.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / _POINTER)
+    write_text(root / _POINTER, name + "\n")
 
 
 def _complete(root: Path) -> list[Path]:

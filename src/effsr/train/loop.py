@@ -43,7 +43,9 @@ from ..data.batches import DevicePrefetcher
 from ..data.datasets import PositionBatchSampler, TrainDataset, find_images, match_lr_files
 from ..data.degrade import degrade_image, modcrop
 from ..deploy.reparam import reparameterize_model
+from ..errors import EffsrError, OutputExistsError
 from ..evaluate import find_dataset, super_resolve
+from ..files import write_text
 from ..imageio import read_rgb_uint8
 from ..models import build_model, detect_architecture, get_spec, load_model, load_state_dict_strict
 from ..weights import read_state_dict, save_safetensors
@@ -59,7 +61,7 @@ from .tasks import DistillTask, SRTask
 __all__ = ["NonFiniteLossError", "RunResult", "load_val_images", "train", "validate"]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(EffsrError, RuntimeError):
     """A loss became NaN or infinite: training stopped before the bad step touched the weights."""
 
 
@@ -374,7 +376,7 @@ def _train(
 ) -> RunResult:
     ckpt_path = latest_checkpoint(out)
     if ckpt_path is not None and not resume:
-        raise FileExistsError(f"{out} already holds checkpoints ({ckpt_path.name}); pass --resume or another --out")
+        raise OutputExistsError(out, f"already holds checkpoints ({ckpt_path.name})", "pass --resume or another --out")
     # Before anything is written or read: teacher weights, data folders, the recipe a resumed run was started with.
     plan = plan_run(recipe, out, resume=resume and ckpt_path is not None)
     console = _Console(_console_mode(progress, di.is_main))
@@ -399,7 +401,7 @@ def _train(
     if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if ckpt_path is None:  # a resumed run keeps the recipe it was started with (checked equal above)
-            (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+            write_text(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     barrier()
     ckpt = load_checkpoint(ckpt_path) if (resume and ckpt_path is not None) else None
 

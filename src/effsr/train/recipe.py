@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..assets import assets_dir, data_root
+from ..errors import UsageError
 
 __all__ = [
     "DataSource",
@@ -41,7 +42,7 @@ __all__ = [
 LossName = Literal["l1", "mse", "l2", "charbonnier"]
 
 
-class RecipeError(ValueError):
+class RecipeError(UsageError, ValueError):
     """A recipe file or override is invalid; the message names the offending key."""
 
 

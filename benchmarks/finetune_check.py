@@ -1,6 +1,6 @@
 """Fine-tune each seed model's official weights briefly with its recipe's last stage; Set5 PSNR must hold.
 
-The check behind issue 5's "the data pipeline matches what the teams trained on": if the LR made on the fly (or
+Checks that the data pipeline matches what the teams trained on: if the LR made on the fly (or
 read from a folder), the crops, the loss and the EMA matched the teams' training, a few iterations at a small
 rate leave the official weights where they are; a mismatch (a shifted crop, a different downscaler, a range
 error) pulls Set5 PSNR down within tens of iterations.
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Recipe file -> (registry model, constructor overrides needed to hold the official weights).
 SEED = {
     "agdn": {},
-    "lsanet": {"deploy": True},  # the official files are the merged form (specs/README.md pitfall 3)
+    "lsanet": {"deploy": True},  # the official files are the merged form (specs/README.md §5)
     "ifadnet": {"deploy": True},
     "mdrn": {},  # configs/mdrn.yaml trains mdrn_s
     "msn": {},

@@ -76,7 +76,8 @@ def test_mixed_folder_and_files(tmp_path: Path, runner: CliRunner, span) -> None
     deep = cv2.imread(str(out / "deep.png"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16 and deep.shape == (48, 64, 3)  # 16-bit stays 16-bit
     # An ordinary RGB file gives the library's (harness) result. The default backend is "fast", equal to the eager
-    # forward within 5e-4 in [0,1] units (issue 4), which can flip a rounding by one level on a rare value.
+    # forward within 5e-4 in [0,1] units (effsr.deploy.checks.FP32_TOLERANCE), which can flip a rounding by one level
+    # on a rare value.
     expected = tensor_to_uint8(upscale(span, uint8_to_tensor(read_rgb_uint8(src / "rgb.png"))))
     diff = np.abs(read_rgb_uint8(out / "rgb.png").astype(np.int16) - expected.astype(np.int16))
     assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3

@@ -1,4 +1,4 @@
-"""``effsr data degrade`` regenerates the MATLAB-made benchmark LR sets (issue 3 item 1).
+"""``effsr data degrade`` regenerates the MATLAB-made benchmark LR sets (MATLAB ``imresize``, bicubic, antialiased).
 
 Golden data: ../shared/data/<Set>/LR_bicubic/X4, made by MATLAB ``imresize(hr, 1/4, 'bicubic')`` (data/MANIFEST.md).
 Required: at least 99.9% of values identical and none off by more than 1.

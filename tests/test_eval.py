@@ -1,4 +1,4 @@
-"""``effsr eval`` and :mod:`effsr.evaluate` reproduce the official per-image metrics (issue 3 items 3 and 5).
+"""``effsr eval`` and :mod:`effsr.evaluate` reproduce the official per-image metrics and its JSON shape.
 
 Golden values: ../shared/reference/metrics/Set5.json. The ``bicubic`` entries come from the LR upscaled by a
 MATLAB-compatible bicubic (float32 on [0, 1], rounded to uint8), which a tiny module built on

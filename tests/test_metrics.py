@@ -1,4 +1,4 @@
-"""Metrics against the golden values of ../shared/reference/metrics/Set5.json (issue 3 item 2).
+"""Metrics against the golden values of ../shared/reference/metrics/Set5.json.
 
 Each model's official SR image (reference/out/<model>/Set5) is scored against data/Set5/HR; the values must match
 to 1e-4 dB (PSNR) and 1e-5 (SSIM), the ``bicubic`` entries included.

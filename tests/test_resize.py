@@ -1,4 +1,4 @@
-"""MATLAB-compatible bicubic resize (issue 3 item 1).
+"""MATLAB-compatible bicubic resize (``imresize`` with antialiasing, as the organisers made the LR sets).
 
 Golden data: the benchmark LR sets in ../shared/data were made by MATLAB ``imresize(hr, 1/4, 'bicubic')`` from the
 HR files (data/MANIFEST.md), and reference/out/bicubic holds the Set5 LR upscaled x4 by a MATLAB-compatible bicubic

@@ -7,8 +7,8 @@ scale (``modcrop``); every metric of :mod:`effsr.metrics` with ``border = scale`
 mean of the per-image values. When a dataset has no LR folder, the LR images are made from the cropped HR by the
 MATLAB bicubic resize (:func:`effsr.data.degrade.degrade_image`), as the benchmark LR sets were.
 
-Nothing here prints; results are dataclasses, with writers for CSV, JSON (the shape of issue 3 item 5) and a
-markdown summary, and a quality-vs-cost plot.
+Nothing here prints; results are dataclasses, with writers for CSV, JSON (one object per model and dataset,
+as the README's eval section shows) and a markdown summary, and a quality-vs-cost plot.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "write_json",
 ]
 
-# Metric keys, in output order (issue 3 item 5). LPIPS is added only when requested and available.
+# Metric keys, in output order (the CSV columns and the JSON keys). LPIPS is added only when requested and available.
 METRICS = ("psnr_rgb", "psnr_y", "ssim_y", "ssim_rgb")
 _METRIC_FUNCS: dict[str, Callable[[np.ndarray, np.ndarray, int], float]] = {
     "psnr_rgb": metrics.psnr_rgb,
@@ -269,7 +269,8 @@ class DatasetResult:
         return float(np.mean(times)) if times and len(times) == len(self.images) else None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"model", "dataset", "images": [{"name", metrics...}], "mean": {metrics...}}`` (issue 3 item 5)."""
+        """The JSON shape of ``effsr eval``:
+        ``{"model", "dataset", "images": [{"name", metrics...}], "mean": {metrics...}}``."""
         return {
             "model": self.model,
             "dataset": self.dataset,
@@ -336,7 +337,7 @@ def evaluate(
 
 
 def json_payload(results: Sequence[DatasetResult]) -> Any:
-    """One object for a single (model, dataset), else a list of them (issue 3 item 5)."""
+    """One object for a single (model, dataset), else a list of them (the JSON that ``effsr eval --json`` writes)."""
     if not results:
         raise ValueError("no results to write")
     return results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]

@@ -154,7 +154,7 @@ def test_training_form_keys() -> None:
 
 
 def test_edge_branch_pads_with_b0() -> None:
-    """Pitfall 16: the 1x1 output is padded with its own bias b0, not zeros (checked on a zero input)."""
+    """specs/README.md §5: the 1x1 output is padded with its own bias b0, not zeros (checked on a zero input)."""
     torch.manual_seed(0)
     branch = EdgeConv3x3("sobel_x", 4, 4)
     with torch.no_grad():

@@ -83,7 +83,8 @@ def test_mdrn_x3_x2_params_match_files(weights_dir: Path) -> None:
 
 
 def test_widths_and_defaults() -> None:
-    assert effsr.build_model("mdrn_s").fea_conv.out_channels == 28  # not the official class default 56 (pitfall 2)
+    # the challenge weights' MDRN-S width, not the official class default 56
+    assert effsr.build_model("mdrn_s").fea_conv.out_channels == 28
     assert effsr.build_model("mdrn").fea_conv.out_channels == 56
     assert effsr.build_model("msn").fea_conv.out_channels == 28
     # Minimum LR sizes (../shared/specs/README.md section 5).
@@ -157,7 +158,8 @@ def test_same_padding_declarations_kept(name: str) -> None:
 
 
 def test_msn_esa_downsamples_by_four() -> None:
-    """MSN's strided separable BSConvU takes the stride in dw1 and dw2 (pitfall 8); MDRN's halves the size once."""
+    """MSN's strided separable BSConvU takes the stride in dw1 and dw2 (specs/README.md §5); MDRN's halves
+    the size once."""
     x = torch.zeros(1, 7, 64, 64)
     assert effsr.build_model("msn").B1.esa.body[0].conv2_0(x).shape[-2:] == (16, 16)
     assert effsr.build_model("mdrn_s").B1.esa.body[0].conv2_0(x).shape[-2:] == (32, 32)

@@ -152,7 +152,7 @@ def test_min_size_forward(name: str) -> None:
 
 
 def test_span_uses_activated_c1_output(models) -> None:
-    """specs/README.md pitfall 18: conv_cat's 4th input is SiLU(block_6.c1_r(F5)), not the pre-activation."""
+    """specs/README.md §5: conv_cat's 4th input is SiLU(block_6.c1_r(F5)), not the pre-activation."""
     model = _load("span", models)
     captured: dict[str, torch.Tensor] = {}
     handles = [

@@ -1,6 +1,6 @@
 """Every zoo model with its official weights reproduces the official outputs (../shared/reference).
 
-Tolerances (issue 2): uint8 SR images equal the reference PNGs except for roundings flipped by 1 on at most
+Tolerances: uint8 SR images equal the reference PNGs except for roundings flipped by 1 on at most
 0.01% of values (the references were made with another PyTorch build); per-image PSNR within 1e-3 dB; raw float
 output for the butterfly test input within 1e-5 max abs in [0,1] units (RLFN's stored output is 0..255).
 

@@ -18,7 +18,8 @@ import effsr
 from effsr.cli import app
 
 SEED_RECIPES = {"agdn": "agdn", "lsanet": "lsanet", "ifadnet": "ifadnet", "mdrn": "mdrn_s", "msn": "msn"}
-MIN_PATCH = {"msn": 128}  # MSN's minimum LR input is 29x29 (specs/README.md pitfall 17); the others take 64
+# MSN's minimum LR input is 29x29 (specs/README.md §5); the others take 64
+MIN_PATCH = {"msn": 128}
 DEPLOY_NOTE = "are the merged deploy form, so every stage trains in that form (model_args.deploy: true)"
 
 

@@ -149,7 +149,8 @@ def _model_kwargs(recipe: Recipe) -> tuple[str, dict[str, Any], list[str]]:
 
 
 def _check_patches(recipe: Recipe, name: str, kwargs: dict[str, Any]) -> None:
-    """Every stage's LR patch is at least the model's minimum input (specs/README.md pitfall 17)."""
+    """Every stage's LR patch is at least the model's minimum input (15x15 for most seed models, 29x29 for MSN,
+    below which reflect padding or pooling underflows: specs/README.md §5)."""
     try:
         model = build_model(name, **kwargs)
     except (TypeError, ValueError) as exc:

@@ -98,7 +98,7 @@ def test_published_2026_ranking_from_the_harness_figures() -> None:
     got = {k: round(_score_2026(k).score_final, 2) for k in RESULTS_2026}
     assert got == PUBLISHED_2026
     assert sorted(got, key=got.get)[:3] == ["spanv2", "pds", "pkdsr"]
-    # SPANV2 with its true FLOPs (9.107931136 G, complexity_ntire2025_2026.json; official README trap 9): 4.37,
+    # SPANV2 with its true FLOPs (9.107931136 G, complexity_ntire2025_2026.json): 4.37,
     # still first.
     ref = json.loads(require(ASSETS / "reference" / "complexity_ntire2025_2026.json").read_text())
     true_flops = ref["spanv2"]["macs_fvcore"] / 1e9

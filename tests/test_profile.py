@@ -26,7 +26,7 @@ from .conftest import ASSETS, ZOO_2025_2026, require
 # Every model of complexity.json (effsr names); mdrn is MDRN 56 ch (mdrn_x4.pth), span/safmnpp reference entries.
 OFFICIAL_MODELS = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "mdrn", "msn", "span", "safmnpp")
 # Every model of complexity_ntire2025_2026.json (spanv2 on its pure-PyTorch path, whose true count the file holds;
-# shared/official/README.md trap 9).
+# shared/official/README.md, "Traps").
 OFFICIAL_MODELS_2025_2026 = ZOO_2025_2026
 
 EXACT_KEYS = ("params", "macs_fvcore", "activations", "num_conv", "fvcore_by_operator")

@@ -6,9 +6,9 @@ parameters, 10.6934 G FLOPs, 40.89 M activations, 19 convs; DIV2K_LSDIR valid / 
 Official code and weights: ``Amazingren/NTIRE2026_ESR`` @ 4592ce6db68b395699f13e7e2a4e3baf317ef1c6,
 ``models/team18_DISP.py``, ``model_zoo/team18_DISP.pth``. Licence: MIT (the repository's root ``LICENSE``; the model
 file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official code
-copied); the "official README trap N" cited below are that file's numbered traps.
+copied); each behaviour marked below as an official quirk is one of its "Traps".
 
-Official README trap 12: the class ignores its ``num_block`` argument (always 4 blocks) and gives each block one extra
+Official quirk: the class ignores its ``num_block`` argument (always 4 blocks) and gives each block one extra
 conv: a REECB is conv-SiLU-conv-SiLU-conv-SiLU-conv, then ``SiLU(c3) + x`` (the extra conv sits in the ModuleList
 ``_extern_conv_block``). Then a 1x1 ``conv_2``, the stem output added, and a 3x3 conv + PixelShuffle(4). No attention,
 no normalisation: input 0..1 as is. The harness's 20 warm-up forwards change no state and are not reproduced.

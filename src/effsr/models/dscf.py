@@ -11,22 +11,22 @@ Official code and weights:
 ``Amazingren/NTIRE2026_ESR`` @ 4592ce6db68b395699f13e7e2a4e3baf317ef1c6, ``models/team15_DSCF_Fused.py``,
 ``model_zoo/team15_DSCF_Fused.pth``. Licence: MIT (both repositories' root ``LICENSE``; the model files state none).
 Written from the official files read as facts and ``shared/official/README.md`` (no official code copied); the
-"official README trap N" cited below are that file's numbered traps.
+each behaviour marked below as an official quirk is one of its "Traps".
 
 **DSCF** is SPAN's deploy network at 26 channels (``span.py``): same six SPABs, the same four-way ``conv_cat`` over
-``[conv_1 out, conv_2(block 6), block 1, SiLU(block_6.c1_r(.))]`` (official README trap 3: the in-place SiLU), the
-same ``(x - mean) * 255`` input with no add-back (trap 5). The checkpoint holds merged weights. Its training form is
+``[conv_1 out, conv_2(block 6), block 1, SiLU(block_6.c1_r(.))]`` (the in-place SiLU), the
+same ``(x - mean) * 255`` input with no add-back. The checkpoint holds merged weights. Its training form is
 ConvLoRA: chosen convolutions get a low-rank update ``W + (B @ A).view(W.shape) * alpha / r`` (the file's
 ``Lora_Conv2d``, where ``A`` is ``[r*k, Cin*k]`` and ``B`` is ``[Cout*k, r*k]``); ``DSCF(lora=True)`` builds it with
 the ranks of the file's layered ``lora_config`` (commented out in the official class, the only ranks the file gives)
 and :meth:`DSCF.reparameterize` merges the updates into plain convs, the shipped form.
 
-**DSCF_Fused** is not DSCF re-packaged (trap 13): block 1's ``c1_r`` applied after ``conv_1`` is replaced by one
+**DSCF_Fused** is not DSCF re-packaged: block 1's ``c1_r`` applied after ``conv_1`` is replaced by one
 5x5 ``conv_fused`` on the normalised input, and ``conv_cat``'s slice for ``conv_2``'s output after ``conv_2`` by one
 bias-free 3x3 ``conv2_fused`` on block 6's output; ``conv_cat_other`` (78 -> 26) fuses the other three maps,
 ``[conv_1 out, block 1, SiLU(block_6.c1_r(.))]``.
 
-Nothing here calls ``.cuda()`` or runs the official constructors' dummy forwards (trap 1); the official DSCF loads
+Nothing here calls ``.cuda()`` or runs the official constructors' dummy forwards; the official DSCF loads
 with ``strict=False`` but every key matches, and effsr loads strictly.
 """
 
@@ -44,7 +44,7 @@ from ._registry import ModelSpec, StateDict, count_numbered, model_zoo_record, r
 from .blocks import DIV2K_RGB_MEAN, PixelShuffleUpsampler, rgb_mean_tensor
 from .span import SPAB, SPAN, Conv3XC, detect_span
 
-# official README trap 5: DSCF and DSCF_Fused compute (x - mean) * 255 and never add the mean back.
+# official quirk: DSCF and DSCF_Fused compute (x - mean) * 255 and never add the mean back.
 _IMG_RANGE = 255.0
 
 # ConvLoRA ranks and alphas of the official DSCF file's layered ``lora_config`` (commented out in ``DSCF.__init__``):
@@ -110,7 +110,7 @@ class LoRAConv2d(nn.Conv2d):
 class DSCF(SPAN):
     """DSCF: SPAN's deploy network (26 channels, 6 SPABs by default), optionally in its ConvLoRA training form.
 
-    Input [0,1] RGB; ``(x - mean) * 255`` inside, output used as is (official README trap 5). No clamping.
+    Input [0,1] RGB; ``(x - mean) * 255`` inside, output used as is (an official quirk). No clamping.
     """
 
     def __init__(
@@ -172,7 +172,7 @@ class DSCFFused(nn.Module):
     SPABs, then ``conv_cat_other(cat[conv_1 out, block 1, SiLU(block_N.c1_r(.))]) + conv2_fused(block N)`` and the
     upsampler.
 
-    Input [0,1] RGB; ``(x - mean) * 255`` inside, output used as is (official README trap 5). No clamping.
+    Input [0,1] RGB; ``(x - mean) * 255`` inside, output used as is (an official quirk). No clamping.
     """
 
     def __init__(

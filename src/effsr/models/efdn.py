@@ -7,9 +7,9 @@ Paper: Y. Wang, "Edge-enhanced Feature Distillation Network for Efficient Super-
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team00_EFDN.py``, ``model_zoo/team00_EFDN.pth``. Licence: MIT (the repository's root ``LICENSE``; the model
 file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official code
-copied); the "official README trap N" cited below are that file's numbered traps.
+copied); each behaviour marked below as an official quirk is one of its "Traps".
 
-Official README trap 4: the forward ends with ``clamp(0, 1)`` (the network's own output is clamped); each cell adds its
+Official quirk: the forward ends with ``clamp(0, 1)`` (the network's own output is clamped); each cell adds its
 residual after the attention; its ESA has a max-pool k7 s3 after an unpadded stride-2 3x3 conv, then ``conv_max``,
 ``conv3``, ``conv3_`` (ReLU between) and a bilinear resize back (align_corners False). The shipped weights are the
 deploy form: each EDBB is one 3x3 ``rep_conv`` with a PReLU. The official file also holds the training-time EDBB (a
@@ -35,7 +35,7 @@ _ESA_RATIO = 4
 
 
 class EfdnESA(nn.Module):
-    """EFDN's enhanced spatial attention (official README trap 4).
+    """EFDN's enhanced spatial attention.
 
     conv1 1x1 -> conv2 3x3 stride 2 no padding -> max-pool k7 s3 -> ReLU(conv_max) -> ReLU(conv3) -> conv3_ ->
     bilinear to HxW (size given, align_corners False) -> + conv_f(conv1 out) -> conv4 1x1 -> sigmoid -> gate the input.
@@ -230,7 +230,7 @@ class EFDN(nn.Module):
         out3 = self.cells[2](self.local_fuse[0](torch.cat([out1, out2], dim=1)))
         out4 = self.cells[3](self.local_fuse[1](torch.cat([out2, out3], dim=1)))
         out = self.local_fuse[2](torch.cat([out2, out4], dim=1)) + out0
-        # Official README trap 4: the network clamps its own output.
+        # Official quirk: the network clamps its own output.
         return self.tail(out).clamp(0, 1)
 
     @torch.no_grad()

@@ -6,15 +6,15 @@ code: 192,272 parameters, 12.5556 G fvcore FLOPs at LR 256x256.
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team36_espan.py``, ``model_zoo/team36_espan.pth``. Licence: MIT (the repository's root ``LICENSE``; the
 model file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official
-code copied); the "official README trap N" cited below are that file's numbered traps.
+code copied); each behaviour marked below as an official quirk is one of its "Traps".
 
 The organisers build ``ESPAN(..., teacher_feature_channels=32, teacher_extra_depth=1, use_fast_op=False)`` (model_id
-36; official README trap 11). The network that runs is the file's "teacher" path: a 9x9 ``conv_1``, five SPABs
+36). The network that runs is the file's "teacher" path: a 9x9 ``conv_1``, five SPABs
 (SPAN's block, ``span.py``), a two-conv ``teacher_block_seq`` (``c2_r(SiLU(c1_r(x)))`` with the same parameter-free
 attention), ``tea_conv_2``, the 1x1 ``tea_conv_cat`` over ``[conv_1 out, tea_conv_2(b6), b1, b6]`` and
 ``tea_upsampler`` (its 3x3 under ``tea_upsampler.0.eval_conv``). Input 0..1, no mean shift. ``use_fast_op=True``
 (model_id 361) swaps in a CUDA jiterator kernel with the same formula ``(out + x) * (sigmoid(out) - 0.5)``; this file
-is that formula in PyTorch. Nothing here runs the official constructor's CUDA dummy forward (trap 1).
+is that formula in PyTorch. Nothing here runs the official constructor's CUDA dummy forward.
 """
 
 from __future__ import annotations

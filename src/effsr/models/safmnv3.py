@@ -8,11 +8,11 @@ parameters, 9.52 G FLOPs and 76.69 M activations (RTX 3090); the official code m
 Official code and weights: ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4,
 ``models/team19_SAFMNv3.py``, ``model_zoo/team19_safmnv3.pth``. Licence: MIT (the repository's root ``LICENSE``; the
 model file states none). Written from the official file read as facts and ``shared/official/README.md`` (no official
-code copied); the "official README trap N" cited below are that file's numbered traps.
+code copied); each behaviour marked below as an official quirk is one of its "Traps".
 
 Unlike SAFMN++ (``safmnpp.py``) the modulation block has two 3x3 projections (``conv1`` to the 12 modulated
 channels, ``conv2`` to the rest), adds the *unbiased* per-channel variance of the modulated part over the whole map to
-the pooled branch before a 1x1 ``conv3``, and the channel mixer is two 1x1 convs. Official README trap 10: the
+the pooled branch before a 1x1 ``conv3``, and the channel mixer is two 1x1 convs. Official quirk: the
 adaptive max-pool to ``(h // 8, w // 8)`` gives overlapping, unequal windows when h or w is not a multiple of 8 and
 fails below 8 pixels; the modulation map goes back by a bilinear resize to (h, w) (align_corners False); every conv is
 bias-free; GELU is the exact erf form. Input 0..1, no mean shift; the output adds a bilinear x4 upscale of the input.
@@ -54,7 +54,7 @@ class SimpleSAFMv3(nn.Module):
         x0 = self.conv1(x)
         x1 = self.conv2(x)
         pooled = self.dwconv(F.adaptive_max_pool2d(x0, (h // _POOL_DIVISOR, w // _POOL_DIVISOR)))
-        # torch.var is unbiased by default (trap 10): the official call, over the whole map.
+        # torch.var is unbiased by default: the official call, over the whole map.
         m = self.conv3(pooled + torch.var(x0, dim=(-2, -1), keepdim=True))
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
         return self.out(F.gelu(torch.cat([x1, F.gelu(m) * x0], dim=1)))
@@ -84,7 +84,7 @@ class SAFMNv3(SAFMNPP):
     """SAFMNv3: SAFMN++'s network (``safmnpp.py``: to_feat 3x3, ``num_blocks`` blocks, 3x3 conv + PixelShuffle, +
     bilinear upscaled input) with SAFMNv3's blocks. Input and output are float RGB in [0,1]. No clamping.
 
-    Size facts as SAFMN++'s (official README trap 10): the adaptive max-pool to (h // 8, w // 8) fails below 8 pixels
+    Size facts as SAFMN++'s: the adaptive max-pool to (h // 8, w // 8) fails below 8 pixels
     (``min_size`` 8) and sits on an 8-pixel grid (``stride_period`` 8); the per-channel variance over the whole map
     makes every output depend on the whole input (no receptive radius).
     """

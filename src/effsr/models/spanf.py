@@ -6,7 +6,7 @@ Challenge reports: B. Ren et al., "The Tenth NTIRE 2025 Efficient Super-Resoluti
 (teams 01, 16, 22). Stated figures (``shared/official/README.md``, NTIRE 2026 ``results.json``): PDS 141,748
 parameters / 9.2537 G FLOPs; PKDSR 143,928 / 9.3963 G; SPANV2 139,104 parameters, and 9.11 G FLOPs / 22 convs by
 team 22's own count (``INSTALL_team22_xiaomiMM.md``; the organisers' 1.59 G is an artefact of tracing its CUDA op,
-trap 9). None found for SPANF.
+which fvcore cannot see into). None found for SPANF.
 Official code and weights:
 ``Amazingren/NTIRE2025_ESR`` @ b69fb668c0362deb696eecbfdebfaa5c2fcdfcb4, ``models/team24_SPANF.py``,
 ``model_zoo/team24_spanf.pth``;
@@ -15,23 +15,23 @@ Official code and weights:
 ``models/team22_SPANV2_ESR.py`` / ``model_zoo/team22_spanv2_c2.pth``. Licence: MIT (both repositories' root
 ``LICENSE``; the model files state none).
 Written from the official files read as facts and ``shared/official/README.md`` (no official code copied); the
-"official README trap N" cited below are that file's numbered traps.
+each behaviour marked below as an official quirk is one of its "Traps".
 
-The layout (official README trap 6): the 0..1 input, with no mean shift, feeds both ``conv_near``, a bias-free grouped
+The layout (an official quirk): the 0..1 input, with no mean shift, feeds both ``conv_near``, a bias-free grouped
 3x3 conv 3 -> 48 (groups 3; in SPANF's and PDS's files exactly the nearest-neighbour copy, in PKDSR's and SPANV2's
 learned), and ``block_1`` (3 -> C, no attention), followed by four attention blocks. The tail reads
 ``cat[conv_near(x), block_5, block_1]`` -> 1x1 to ``tail_channels`` -> 3x3 to 48 -> PixelShuffle(4): SPANF keeps the
 width (32), PKDSR prunes it to 24 and PDS to 20 (under the keys ``conv_cat_1`` / ``conv_2_1``). There is no separate
 upsampler; SPANF's unused ``NearestNeighborUpsampler`` class is dead code.
 
-SPANV2 (trap 7) changes the block: ReLU activations, bias-free convs under ``c{1,2,3}.conv``, and its attention is
+SPANV2 changes the block: ReLU activations, bias-free convs under ``c{1,2,3}.conv``, and its attention is
 ``(x + f3) * guidance_map_conv(f3)``, a 1x1 conv with bias and *no* sigmoid; block 1 returns ``ReLU(c3)``. Its tail
 is ``cat[conv_near(x), block_5]`` (80 ch) -> depth-wise 3x3 -> point-wise 1x1 to 48 (both bias-free) ->
-PixelShuffle(4). The organisers ran the attention through a CUDA extension (``span_attention_op/``; trap 8);
+PixelShuffle(4). The organisers ran the attention through a CUDA extension (``span_attention_op/``);
 :func:`span_attention` is its formula in PyTorch.
 
-Nothing here calls ``.cuda()`` or runs the official constructors' dummy forwards (trap 1); PDS's keyword defaults
-are its published configuration (trap 14).
+Nothing here calls ``.cuda()`` or runs the official constructors' dummy forwards; PDS's keyword defaults
+are its published configuration.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def nearest_copy_weight(in_channels: int, scale: int) -> torch.Tensor:
     """``conv_near``'s weight [in * s^2, 1, 3, 3] that copies each pixel into its s x s output block (centre tap 1).
 
     Followed by PixelShuffle(s) it is the nearest-neighbour upscale; SPANF's and PDS's checkpoints hold exactly this
-    (official README trap 6), and it is the initial value of a new model.
+    (an official quirk), and it is the initial value of a new model.
     """
     w = torch.zeros(in_channels * scale * scale, 1, 3, 3)
     w[:, 0, 1, 1] = 1.0
@@ -163,7 +163,7 @@ def span_attention(x: torch.Tensor, f3: torch.Tensor, weight: torch.Tensor, bias
     """SPANV2's attention ``(x + f3) * (W f3 + b)`` per pixel: the formula of team 22's CUDA op ``span_attention``.
 
     ``weight`` is the [C, C, 1, 1] guidance conv, ``bias`` [C]. The extension (``span_attention_op/`` of the 2026
-    repository, official README trap 8) computes the same per pixel for 32 channels, batch 1, float32
+    repository) computes the same per pixel for 32 channels, batch 1, float32
     (``span_attention_forward_cuda_opt2_fp32``: the mat-vec summed bias first, then in groups of four, built with
     ``-use_fast_math``), so its output differs from this one by float rounding only. The organisers' ranking ran the
     extension; the golden values here and team 22's own statistics use this formula.

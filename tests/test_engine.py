@@ -104,7 +104,6 @@ def test_compile_option_builds_without_running(weights_dir: Path) -> None:
 
 
 def test_onnxruntime_backend_static_and_dynamic(lr_image: torch.Tensor, weights_dir: Path) -> None:
-    pytest.importorskip("onnxruntime")
     rlfn = effsr.load("rlfn")
     ort = prepare(rlfn, "onnxruntime", threads=1, example_size=(32, 40))
     assert ort.dynamic

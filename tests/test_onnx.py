@@ -22,8 +22,6 @@ from effsr.deploy.onnx import ONNX_TOLERANCE, export_onnx, make_session, onnx_ti
 
 from .conftest import ZOO_2025_2026
 
-ort = pytest.importorskip("onnxruntime")
-
 ZOO = ["rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn", "span", "safmnpp", "mdrn", *ZOO_2025_2026]
 STATIC_ONLY = {"agdn", "safmnpp", "safmnv3"}  # SAFMNv3 pools to (h // 8, w // 8) as SAFMN++ does
 SIZE = (32, 40)  # (H, W); the CLI takes WxH

@@ -77,8 +77,6 @@ def crops(data_dir: Path) -> list[tuple[str, torch.Tensor]]:
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("name", ZOO)
 def test_tiles_match_the_whole_image_through_every_backend(name: str, case: Case, crops, weights_dir: Path) -> None:
-    if case.backend == "onnxruntime":
-        pytest.importorskip("onnxruntime")
     model = effsr.load(name)
     engine = prepare(model, case.backend, precision=case.precision, threads=1, example_size=(CROP, CROP),
                      tune_malloc=False)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class BackendChoice(str, Enum):
-    """Inference engines (``effsr.infer.BACKENDS``; docs/deploy.md)."""
+    """Inference engines (``effsr.deploy.BACKENDS``; docs/deploy.md)."""
 
     eager = "eager"
     fast = "fast"
@@ -36,7 +36,7 @@ class BackendChoice(str, Enum):
 
 
 class PrecisionChoice(str, Enum):
-    """Compute precisions (``effsr.infer.PRECISIONS``; tolerances in docs/deploy.md)."""
+    """Compute precisions (``effsr.deploy.backends.PRECISIONS``; tolerances in docs/deploy.md)."""
 
     fp32 = "fp32"
     fp16 = "fp16"

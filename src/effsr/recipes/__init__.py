@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import OutputExistsError
+from ..files import write_text
 from ..train.recipe import Recipe, RecipeError, load_recipe_text
 
 __all__ = ["copy_recipe", "list_recipes", "load_packaged_recipe", "recipe_summary", "recipe_text"]
@@ -58,17 +60,14 @@ def load_packaged_recipe(name: str, overrides: list[str] | None = None) -> Recip
 def copy_recipe(name: str, dest: str | os.PathLike[str] | None = None, *, overwrite: bool = False) -> Path:
     """Write a shipped recipe to ``dest`` (a file, or a folder to hold ``<name>.yaml``; default ``./<name>.yaml``).
 
-    An existing file is kept unless ``overwrite``: :class:`FileExistsError` says so.
+    An existing file is kept unless ``overwrite``: :class:`~effsr.errors.OutputExistsError` (a ``FileExistsError``)
+    says so. The file is written atomically (:func:`effsr.files.write_text`).
     """
     text = recipe_text(name)
     target = Path(dest).expanduser() if dest is not None else Path(f"{name}{_SUFFIX}")
     if target.is_dir():
         target = target / f"{name}{_SUFFIX}"
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+        raise OutputExistsError(target, hint="pass --overwrite to replace it")
     yaml.safe_load(text)  # never write out a file that does not parse
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text(target, text)

@@ -36,14 +36,14 @@ SEED_MODELS = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from effsr.bench import BACKENDS, bench_model, dense_conv_gflops, machine_name, parse_size
+    from effsr.bench import available_backends, bench_model, dense_conv_gflops, machine_name, parse_size
     from effsr.models import get_spec, list_models
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="all", help="comma-separated zoo names, 'seed' or 'all' (default)")
     ap.add_argument("--sizes", default="256x256,640x360", help="LR sizes WxH, comma-separated")
     ap.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
-    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--backends", default=",".join(available_backends()))
     ap.add_argument("--runs", type=int, default=10, help="timed runs per backend (interleaved)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write every result (with the raw times) as JSON")

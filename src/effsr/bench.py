@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from .deploy.backends import BACKENDS
+from .deploy.backends import BACKENDS, available_backends
 from .files import write_json
 from .profile import time_call, torch_macs
 from .runtime import cpu_name, openmp_env, set_threads, tune_glibc_malloc
@@ -347,7 +347,7 @@ def _accept(listener: Any, proc: subprocess.Popen[bytes], timeout_s: float) -> A
 def bench_model(
     model: str,
     *,
-    backends: Sequence[str] = BACKENDS,
+    backends: Sequence[str] | None = None,
     threads: int = 2,
     lr_size: tuple[int, int] = (256, 256),
     device: str = "cpu",
@@ -370,6 +370,7 @@ def bench_model(
     """
     from .models import load_model
 
+    backends = available_backends() if backends is None else backends
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend(s) {unknown} (choose from {', '.join(BACKENDS)})")
@@ -433,7 +434,7 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
 def run_benchmark(
     models: Sequence[str],
     *,
-    backends: Sequence[str] = BACKENDS,
+    backends: Sequence[str] | None = None,
     threads: Sequence[int] = (2,),
     lr_sizes: Sequence[tuple[int, int]] = ((256, 256),),
     device: str = "cpu",

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidValueError",
     "MissingDependencyError",
     "OutputExistsError",
+    "PrecisionError",
     "UnknownModelError",
     "UsageError",
     "WeightsError",
@@ -71,6 +72,11 @@ class UnknownModelError(UsageError, KeyError):
 
 class DeviceError(UsageError, ValueError):
     """A device that does not exist on this machine (``cuda`` without CUDA, ``cuda:3`` with two GPUs)."""
+
+
+class PrecisionError(UsageError, ValueError):
+    """A precision this backend, device or CPU cannot run at native speed (bf16 without AVX-512 BF16 or AMX, int8
+    without VNNI, int8 on CUDA): the message says what to choose instead."""
 
 
 class MissingDependencyError(UsageError, ImportError):

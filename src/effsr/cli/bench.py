@@ -17,7 +17,8 @@ def bench_cmd(
         "--model", "-m", help="Model name(s): -m rlfn,agdn or repeat -m (see `effsr zoo`).")],
     lr_size: options.LrSizes = "256x256",
     backend: Annotated[list[str] | None, typer.Option(
-        "--backend", help="Backends: eager,fast,onnxruntime (comma-separated or repeated; default all three).")] = None,
+        "--backend", help="Backends: eager,fast,onnxruntime,openvino (comma-separated or repeated; default: every "
+                         "installed one).")] = None,
     threads: Annotated[list[str] | None, typer.Option(
         "--threads", help="CPU threads: 2, or 1,2,4 (comma-separated or repeated).")] = None,
     device: options.Device = "cpu",
@@ -34,13 +35,13 @@ def bench_cmd(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Median and IQR of the forward time, output megapixels/s and the distance to the arithmetic floor."""
-    from ..bench import BACKENDS, explain_passes, run_benchmark
+    from ..bench import BACKENDS, available_backends, explain_passes, run_benchmark
     from ..sizes import parse_image_size
 
     models = options.split_list(model)
     for name in models:
         options.check_model(name)  # an unknown name fails before any timing
-    backends = options.split_list(backend) or list(BACKENDS)
+    backends = options.split_list(backend) or list(available_backends())
     bad = [b for b in backends if b not in BACKENDS]
     if bad:
         raise typer.BadParameter(f"unknown backend(s) {', '.join(bad)}; choose from {', '.join(BACKENDS)}",

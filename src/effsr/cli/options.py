@@ -33,14 +33,16 @@ class BackendChoice(str, Enum):
     eager = "eager"
     fast = "fast"
     onnxruntime = "onnxruntime"
+    openvino = "openvino"
 
 
 class PrecisionChoice(str, Enum):
-    """Compute precisions (``effsr.deploy.backends.PRECISIONS``; tolerances in docs/deploy.md)."""
+    """Compute precisions (``effsr.deploy.precision.PRECISION_NAMES``; costs and checks in docs/deploy.md)."""
 
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    int8 = "int8"
 
 
 # ------------------------------------------------------------------------------------------------------ parsers
@@ -97,8 +99,11 @@ Scale = Annotated[int | None, typer.Option(
 Device = Annotated[str, typer.Option("--device", parser=parse_device, help="cpu, cuda or cuda:N.")]
 Backend = Annotated[BackendChoice, typer.Option("--backend", help="Inference engine (docs/deploy.md).")]
 Precision = Annotated[PrecisionChoice, typer.Option(
-    "--precision", help="Compute precision: fp16/bf16 for CUDA (bf16 also on CPUs with AVX-512 BF16); docs/deploy.md "
-                        "states their tolerances.")]
+    "--precision", help="Compute precision: fp32; bf16 (CPUs with AVX-512 BF16 or AMX, CUDA); int8 (CPUs with VNNI; "
+                        "fast and openvino backends); fp16 (CUDA). docs/deploy.md states each one's cost in dB.")]
+Calibration = Annotated[Path | None, typer.Option(
+    "--calibration", exists=True, help="int8: a folder of images to calibrate on (default: 8 B100 LR crops; an int8 "
+                                       "weights file carries its own).")]
 Threads = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads (default: PyTorch's).")]
 LrSize = Annotated[str, typer.Option(
     "--lr-size", parser=parse_lr_size, help="LR input size W x H, e.g. 640x360 (or 256).")]
@@ -201,13 +206,14 @@ def load_model(model: str | None, weights: Path | None, *, scale: int | None = N
 
 
 def prepare(net: nn.Module, *, backend: str, device: str, threads: int | None = None, precision: str = "fp32",
-            compile: bool = False) -> nn.Module:
+            compile: bool = False, calibration: Path | None = None) -> nn.Module:
     """``effsr.deploy.prepare``; a combination the engine cannot run (fp16 on onnxruntime, compile without the fast
-    backend) is a usage error naming the flags."""
+    backend, bf16 on a CPU without BF16) is a usage error naming the flags."""
     from ..deploy import prepare as prepare_engine
 
     try:
-        return prepare_engine(net, backend, device=device, threads=threads, precision=precision, compile=compile)
+        return prepare_engine(net, backend, device=device, threads=threads, precision=precision, compile=compile,
+                              calibration=calibration)
     except (ValueError, NotImplementedError) as exc:
         if isinstance(exc, UsageError):
             raise

@@ -159,6 +159,7 @@ def upscale_cmd(
     backend: options.Backend = options.BackendChoice.fast,
     threads: options.Threads = None,
     precision: options.Precision = options.PrecisionChoice.fp32,
+    calibration: options.Calibration = None,
     compile_graph: bool = typer.Option(
         False, "--compile", help="torch.compile the fast path (slow start: compiles once per image size)."
     ),
@@ -227,7 +228,7 @@ def upscale_cmd(
 
     net = options.load_model(model, weights, scale=scale, device="cpu")
     net = options.prepare(net, backend=backend.value, device=device, threads=threads, precision=precision.value,
-                          compile=compile_graph)
+                          compile=compile_graph, calibration=calibration)
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())

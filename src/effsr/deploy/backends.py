@@ -13,6 +13,12 @@ Three backends share one contract (float RGB NCHW in [0,1] in and out, the model
   to float rounding (tests/test_engine.py: at most 5e-4 in [0,1] units on every zoo model, typically ~1e-6).
 * ``onnxruntime``: the model exported to ONNX (:mod:`effsr.deploy.onnx`) and run by an onnxruntime
   ``InferenceSession`` with all graph optimizations; see :class:`OnnxRuntimeEngine`.
+* ``openvino`` (the optional ``openvino`` extra): the model converted by OpenVINO and compiled for its CPU plugin,
+  in fp32, bf16 or int8 (:mod:`effsr.deploy.openvino`).
+
+Precision is a separate choice (:mod:`effsr.deploy.precision`, checked before anything is built): ``fp32``,
+``fp16``/``bf16`` (the network runs in that dtype; float32 in and out) and ``int8`` (a quantized graph calibrated on
+images: :mod:`effsr.deploy.quantize` for the fast backend, NNCF for openvino).
 
 Process-wide settings (threads, malloc tuning) come from :mod:`effsr.runtime`; the fast backend's passes, their
 order and their invariants from :mod:`effsr.deploy.passes` (``passes/README.md``).
@@ -28,19 +34,40 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import DeviceError
+from ..errors import DeviceError, MissingDependencyError
 from ..runtime import set_threads, single_thread, tune_glibc_malloc
 from ..tiling import tiling_of
 from .checks import FP32_TOLERANCE, example_image, input_channels
 from .passes import NATIVE_PASSES, PipelineReport, build_deploy_graph, resolve_disabled
+from .precision import FLOAT_DTYPES, check_precision, precision_name
 from .reparam import cast_plain_tensors, reparameterize_model
 
 log = logging.getLogger(__name__)
 
 
-BACKENDS = ("eager", "fast", "onnxruntime")
-# Compute precisions by their command-line names; fp16/bf16 tolerances: checks.LOW_PRECISION_TOLERANCE.
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BACKENDS = ("eager", "fast", "onnxruntime", "openvino")
+# The backends whose packages are optional: the module each imports and the pyproject extra that installs it.
+OPTIONAL_BACKENDS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
+# The float precisions by their command-line names (int8 and the checks: effsr.deploy.precision); fp16/bf16
+# tolerances: checks.LOW_PRECISION_TOLERANCE.
+PRECISIONS: dict[str, torch.dtype] = FLOAT_DTYPES
+
+
+def available_backends() -> tuple[str, ...]:
+    """The backends this environment can run: every backend whose optional package is installed."""
+    import importlib.util
+
+    return tuple(b for b in BACKENDS if b not in OPTIONAL_BACKENDS
+                 or importlib.util.find_spec(OPTIONAL_BACKENDS[b][0]) is not None)
+
+
+def require_backend(backend: str) -> None:
+    """Raise MissingDependencyError (one line, the pip command) if ``backend``'s optional package is missing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend not in available_backends():
+        module, extra = OPTIONAL_BACKENDS[backend]
+        raise MissingDependencyError(f"--backend {backend} needs the {module} package: pip install 'effsr[{extra}]'")
 
 
 def prepare(
@@ -55,6 +82,7 @@ def prepare(
     tune_malloc: bool = True,
     verify: bool = True,
     disable_passes: Collection[str] = (),
+    calibration: Any = None,
 ) -> Engine:
     """Return ``model`` ready for inference with ``backend`` on ``device``: the one entry point of the command line
     and the Python API.
@@ -67,9 +95,14 @@ def prepare(
       fastest exact PyTorch path, the default) or ``onnxruntime``.
     - ``threads``: CPU intra-op threads (:func:`effsr.runtime.set_threads`, process-wide; onnxruntime gets its own
       pool of that size).
-    - ``precision``: ``"fp32"`` (default), ``"fp16"`` or ``"bf16"`` (or the torch dtype). The last two run the
-      network in that precision (meant for CUDA; bfloat16 also works on CPUs with AVX-512 BF16) and return float32;
-      their tolerances are :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE`. onnxruntime runs fp32 only.
+    - ``precision``: ``"fp32"`` (default), ``"fp16"``, ``"bf16"`` (or the torch dtype) or ``"int8"``, checked first
+      by :func:`effsr.deploy.precision.check_precision` (a CPU without the kernels gets one clear line). fp16/bf16
+      run the network in that dtype and return float32 (tolerances:
+      :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE`); int8 runs a graph quantized after calibration on
+      images (fast: :func:`effsr.deploy.quantize.prepare_int8`; openvino: NNCF). onnxruntime runs fp32 only.
+    - ``calibration`` (int8): the images to calibrate on: a folder, a list of files, an Nx3xHxW tensor or a list of
+      tensors; None takes the default set (:mod:`effsr.deploy.calibration`). A model loaded from an int8 file
+      carries its own calibration and ignores this.
     - ``example_size``: (H, W) of the example input used to trace, check and pre-pack (any size works afterwards).
     - ``compile`` (fast backend): additionally run the fast graph through ``torch.compile`` (inductor; minutes of
       compilation per input shape on a small CPU, so off by default).
@@ -82,15 +115,27 @@ def prepare(
     - ``disable_passes`` (fast backend): names of graph passes to leave out (``effsr.deploy.passes.PASS_NAMES``;
       ``$EFFSR_DISABLE_PASSES`` adds to them), for A/B measurement and debugging.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
-    dtype = precision_dtype(precision)
+    require_backend(backend)
+    dev = _device(device)
+    name = check_precision(precision, backend, dev)
     if compile and backend != "fast":
         raise ValueError("compile applies to the fast backend only")
     if disable_passes and backend != "fast":
         raise ValueError("disable_passes applies to the fast backend only")
-    dev = _device(device)
+    if compile and name == "int8":
+        raise ValueError("compile applies to the float precisions only")
     set_threads(threads)
+    if backend == "openvino":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine(model, device=dev, threads=threads, precision=name, example_size=example_size,
+                              calibration=calibration, verify=verify)
+    if name == "int8":
+        from .quantize import prepare_int8
+
+        return prepare_int8(model, device=dev, threads=threads, example_size=example_size, calibration=calibration,
+                            verify=verify)
+    dtype = FLOAT_DTYPES[name]
     if backend == "eager":
         return EagerEngine(model, device=dev, dtype=dtype)
     if backend == "onnxruntime":
@@ -113,12 +158,11 @@ TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
 
 
 def precision_dtype(precision: str | torch.dtype) -> torch.dtype:
-    """The torch dtype of a precision name (``fp32``, ``fp16``, ``bf16``) or of one of those dtypes."""
-    if isinstance(precision, torch.dtype) and precision in PRECISIONS.values():
-        return precision
-    if isinstance(precision, str) and precision in PRECISIONS:
-        return PRECISIONS[precision]
-    raise ValueError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    """The torch dtype of a float precision name (``fp32``, ``fp16``, ``bf16``) or of one of those dtypes."""
+    name = precision_name(precision)
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"{name} is not a float precision (choose from {', '.join(FLOAT_DTYPES)})")
+    return FLOAT_DTYPES[name]
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = profile[0]["runtime_ms"]["runs"]
         threads = profile[0]["device"]["threads"]
         text += (f"\n\nCPU time: eager forward at LR 256x256, median of {runs} runs after warm-up, {threads} threads, "
-                 f"{machine} (`effsr profile --all-models`).")
+                 f"{machine}, every model in the same run (`effsr profile --all-models`): the times rank the models; "
+                 f"their absolute values follow the host (benchmarks/RESULTS.md, \"Speed\", has the fast path and "
+                 f"the machine's dense-convolution rate).")
     else:
         text += "\n\nCPU time: to be measured on a quiet machine (`effsr profile --all-models`, see the script)."
     print(text)

@@ -2,7 +2,7 @@
 
     python benchmarks/recipes_smoke.py                             # the five seed recipes: < 15 min on 2 quiet cores
     python benchmarks/recipes_smoke.py --markdown smoke.md --json smoke.json
-    python benchmarks/recipes_smoke.py --recipes mdrn msn --iters 400 --threads 2
+    python benchmarks/recipes_smoke.py --recipes mdrn msn --iters 400 --jobs 1 --threads 2
 
 Each shipped recipe (``effsr.recipes``) runs through :func:`effsr.train.loop.train`, changed only by ``--set`` style
 overrides, all printed:
@@ -18,8 +18,10 @@ overrides, all printed:
   minimum forces above ``--max-patch`` takes a batch smaller by the pixel ratio (MSN: 5 for 8);
 * the teacher (LSANet, IFADNet): SAFMN-L's weights are not available here, so MDRN full x4 (``mdrn``, in the zoo)
   stands in unless ``--teacher-weights FILE`` gives SAFMN-L;
-* CPU, ``--threads`` training threads (2 by default, for a quiet 2-core machine; pass 1 when other jobs share the
-  cores: two OpenMP threads then stall each other, docs/training.md), one loader worker, the training set cached.
+* CPU: ``--jobs`` recipes at a time (2 by default, for a 2-core machine), each in its own process with ``--threads``
+  training threads (1 by default with several jobs, 2 with ``--jobs 1``), one loader worker, the training set
+  cached. The smoke models' convolutions on 24x24 LR patches are too small for two threads to share well: one
+  recipe after the other on 2 threads took 1240 s here (quiet), two at a time on 1 thread each finish sooner.
 
 It prints one row per stage (Set5 PSNR-Y and PSNR-RGB of the stage's EMA weights) and the bicubic baseline from
 ``../shared/reference/metrics/Set5.json``, and exits 1 unless every recipe's final model beats bicubic in PSNR-Y
@@ -54,6 +56,9 @@ from effsr.train.recipe import Recipe
 SEED_RECIPES = ("agdn", "lsanet", "ifadnet", "mdrn", "msn")
 EMA_FLOOR = 0.9
 STAND_IN_TEACHER = "mdrn"  # MDRN full x4: Set5 RGB 30.42 dB (../shared/weights/SOURCES.md)
+# Each recipe's training time relative to AGDN's in the default run (measured here, 2026-12-03, 2 threads, quiet:
+# agdn 144 s, lsanet 234 s, ifadnet 278 s, mdrn 260 s, msn 323 s): --jobs starts the longest first.
+RELATIVE_COST = {"agdn": 1.0, "lsanet": 1.6, "ifadnet": 1.9, "mdrn": 1.8, "msn": 2.2}
 
 
 @dataclass
@@ -151,10 +156,11 @@ def run_recipe(name: str, overrides: list[str], out_dir: Path) -> tuple[Recipe, 
 
 
 def markdown(rows: list[StageRow], seconds: dict[str, float], bicubic: dict[str, float], threads: int,
-             teacher: str) -> str:
+             teacher: str, *, jobs: int = 1, wall: float | None = None) -> str:
     lines = [
-        f"Machine: {machine_name('cpu')}, Python {platform.python_version()}; {threads} training thread(s); "
-        f"{datetime.date.today().isoformat()}. Teacher of LSANet / IFADNet: {teacher}.",
+        f"Machine: {machine_name('cpu')}, Python {platform.python_version()}; {jobs} recipe(s) at a time, "
+        f"{threads} training thread(s) each; {datetime.date.today().isoformat()}. Teacher of LSANet / IFADNet: "
+        f"{teacher}.",
         "",
         "| recipe | model | stage | loss | iterations | HR patch | batch | Set5 PSNR-Y (dB) | Set5 PSNR-RGB (dB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -164,8 +170,9 @@ def markdown(rows: list[StageRow], seconds: dict[str, float], bicubic: dict[str,
         lines.append(f"| {r.recipe} | {r.model} | {r.stage} {r.name} | {r.loss}{kd} | {r.iters} | {r.patch_size} | "
                      f"{r.batch_size} | {r.psnr_y:.3f} | {r.psnr_rgb:.3f} |")
     lines.append(f"| bicubic | - | - | - | - | - | - | {bicubic['psnr_y']:.3f} | {bicubic['psnr_rgb']:.3f} |")
-    total = sum(seconds.values())
-    lines += ["", "Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + f"; total {total:.0f} s."]
+    total = sum(seconds.values()) if wall is None else wall
+    lines += ["", "Time per recipe: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+              + f"; wall time of the whole run {total:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patch-scale", type=float, default=0.25, help="HR patch x this ...")
     ap.add_argument("--max-patch", type=int, default=96, help="... at most this, at least the model's minimum")
     ap.add_argument("--batch-scale", type=float, default=0.125, help="batch x this (64 -> 8)")
-    ap.add_argument("--threads", type=int, default=2, help="training threads (1 when other jobs share the cores)")
+    ap.add_argument("--jobs", type=int, default=2, help="recipes trained at the same time, each in its own process")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="training threads per recipe (default: 2 with --jobs 1, else 1)")
     ap.add_argument("--teacher-weights", type=Path, default=None, help="SAFMN-L weights for LSANet / IFADNet")
     ap.add_argument("--data", type=Path, default=None, help="folder with B100/ and Set5/ (default: the data root)")
     ap.add_argument("--reference", type=Path, default=None, help="Set5.json with the bicubic entry")
@@ -185,42 +194,94 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    jobs = max(1, min(args.jobs, len(args.recipes)))
+    threads = args.threads or (2 if jobs == 1 else 1)
 
-    data = args.data or data_root()
     bicubic = bicubic_set5(args.reference or assets_dir() / "reference" / "metrics" / "Set5.json")
     teacher = f"SAFMN-L ({args.teacher_weights})" if args.teacher_weights else "MDRN full x4 (stand-in for SAFMN-L)"
-    rows: list[StageRow] = []
-    seconds: dict[str, float] = {}
-    failed: list[str] = []
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
-        for name in args.recipes:
-            overrides = smoke_overrides(name, data=data, iters=args.iters, min_iters=args.min_iters,
-                                        patch_scale=args.patch_scale, max_patch=args.max_patch,
-                                        batch_scale=args.batch_scale, threads=args.threads,
-                                        teacher_weights=args.teacher_weights)
-            print(f"== {name}: " + " ".join(f"--set {o}" for o in overrides), flush=True)
-            _, got, seconds[name] = run_recipe(name, overrides, root / name)
-            rows += got
-            final = got[-1]
-            beats = final.psnr_y > bicubic["psnr_y"]
-            for r in got:
-                print(f"   stage {r.stage} {r.name}: Set5 PSNR-Y {r.psnr_y:.3f} dB, PSNR-RGB {r.psnr_rgb:.3f} dB",
-                      flush=True)
-            print(f"   {seconds[name]:.0f} s; final {'beats' if beats else 'does NOT beat'} bicubic in PSNR-Y "
-                  f"({bicubic['psnr_y']:.3f} dB; PSNR-RGB {bicubic['psnr_rgb']:.3f} dB)", flush=True)
-            if not beats:
-                failed.append(name)
-    table = markdown(rows, seconds, bicubic, args.threads, teacher)
+        if jobs == 1:
+            results = {name: _run_here(name, args, threads, root) for name in args.recipes}
+        else:
+            results = _run_in_parallel(args, argv, jobs, threads, root)
+    wall = time.perf_counter() - started
+    rows = [r for name in args.recipes for r in results[name][0]]
+    seconds = {name: results[name][1] for name in args.recipes}
+    failed = [name for name in args.recipes if not results[name][0][-1].psnr_y > bicubic["psnr_y"]]
+    table = markdown(rows, seconds, bicubic, threads, teacher, jobs=jobs, wall=wall)
     print(table)
     if args.markdown:
         args.markdown.write_text(table)
     if args.json:
-        args.json.write_text(json.dumps({"bicubic": bicubic, "seconds": seconds,
-                                         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"bicubic": bicubic, "seconds": seconds, "wall_s": wall, "jobs": jobs,
+                                         "threads": threads, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     if failed:
         print(f"final model not above bicubic in Set5 PSNR-Y: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_here(name: str, args: argparse.Namespace, threads: int, root: Path) -> tuple[list[StageRow], float]:
+    """Train recipe ``name`` scaled down in this process; its rows and seconds."""
+    data = args.data or data_root()
+    bicubic = bicubic_set5(args.reference or assets_dir() / "reference" / "metrics" / "Set5.json")
+    overrides = smoke_overrides(name, data=data, iters=args.iters, min_iters=args.min_iters,
+                                patch_scale=args.patch_scale, max_patch=args.max_patch, batch_scale=args.batch_scale,
+                                threads=threads, teacher_weights=args.teacher_weights)
+    print(f"== {name}: " + " ".join(f"--set {o}" for o in overrides), flush=True)
+    _, got, seconds = run_recipe(name, overrides, root / name)
+    beats = got[-1].psnr_y > bicubic["psnr_y"]
+    for r in got:
+        print(f"   {name} stage {r.stage} {r.name}: Set5 PSNR-Y {r.psnr_y:.3f} dB, PSNR-RGB {r.psnr_rgb:.3f} dB",
+              flush=True)
+    print(f"   {name}: {seconds:.0f} s; final {'beats' if beats else 'does NOT beat'} bicubic in PSNR-Y "
+          f"({bicubic['psnr_y']:.3f} dB; PSNR-RGB {bicubic['psnr_rgb']:.3f} dB)", flush=True)
+    return got, seconds
+
+
+def _run_in_parallel(args: argparse.Namespace, argv: list[str] | None, jobs: int, threads: int,
+                     root: Path) -> dict[str, tuple[list[StageRow], float]]:
+    """Each recipe in its own interpreter running this script with ``--jobs 1``, ``jobs`` at a time, the longest
+    first. On 2 cores two 1-thread trainings finish sooner than one 2-thread training after the other: the smoke
+    models' convolutions are too small for two threads to share one well."""
+    import subprocess
+
+    base = [a for a in (sys.argv[1:] if argv is None else argv)]
+    base = _drop_options(base, ("--recipes", "--jobs", "--threads", "--markdown", "--json", "--out"))
+    order = sorted(args.recipes, key=lambda n: -RELATIVE_COST.get(n, 1.0))
+    pending, running, results = list(order), {}, {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            out_json = root / f"{name}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), *base, "--recipes", name, "--jobs", "1",
+                   "--threads", str(threads), "--out", str(root), "--json", str(out_json)]
+            running[name] = (subprocess.Popen(cmd), out_json)
+        time.sleep(1.0)
+        for name, (proc, out_json) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if not out_json.is_file():
+                raise SystemExit(f"recipe {name} failed (exit status {proc.returncode})")
+            payload = json.loads(out_json.read_text())
+            results[name] = ([StageRow(**r) for r in payload["rows"]], float(payload["seconds"][name]))
+    return results
+
+
+def _drop_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values (``--x v``, ``--x=v``, ``--recipes a b``)."""
+    out, skipping = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skipping = a.split("=", 1)[0] in names
+            if skipping and "=" in a:
+                skipping = False
+                continue
+        if not skipping:
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

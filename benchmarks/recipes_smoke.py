@@ -2,7 +2,7 @@
 
     python benchmarks/recipes_smoke.py                             # the five seed recipes: < 15 min on 2 quiet cores
     python benchmarks/recipes_smoke.py --markdown smoke.md --json smoke.json
-    python benchmarks/recipes_smoke.py --recipes mdrn msn --iters 400 --jobs 1 --threads 2
+    python benchmarks/recipes_smoke.py --recipes mdrn msn --iters 400 --jobs 1 --threads 2  # 400 each, in turn
 
 Each shipped recipe (``effsr.recipes``) runs through :func:`effsr.train.loop.train`, changed only by ``--set`` style
 overrides, all printed:
@@ -10,9 +10,9 @@ overrides, all printed:
 * data: every stage trains on B100 (HR + its MATLAB-bicubic LR) in place of each of its own datasets (one B100
   source per factsheet dataset, names kept, subsets dropped: B100 has 100 images); validation on Set5 at each
   stage's end;
-* length: ``--iters`` iterations per recipe, split over its stages as the recipe splits its own length (each stage
-  at least ``--min-iters``); halving points and the EMA's horizon (1 / (1 - decay) iterations) scaled with each
-  stage, the horizon never under 10 iterations (decay 0.9);
+* length: ``--iters`` iterations per recipe (default: :data:`DEFAULT_ITERS`), split over its stages as the recipe
+  splits its own length (each stage at least ``--min-iters``); halving points and the EMA's horizon
+  (1 / (1 - decay) iterations) scaled with each stage, the horizon never under 10 iterations (decay 0.9);
 * patches and batches: HR patch x ``--patch-scale``, at most ``--max-patch`` and at least the model's minimum input
   (rounded up to a multiple of the scale: MSN needs 29x29 LR, 116 HR), batch x ``--batch-scale``; a patch the
   minimum forces above ``--max-patch`` takes a batch smaller by the pixel ratio (MSN: 5 for 8);
@@ -24,9 +24,8 @@ overrides, all printed:
   recipe after the other on 2 threads took 1240 s here (quiet), two at a time on 1 thread each finish sooner.
 
 It prints one row per stage (Set5 PSNR-Y and PSNR-RGB of the stage's EMA weights) and the bicubic baseline from
-``../shared/reference/metrics/Set5.json``, and exits 1 unless every recipe's final model beats bicubic in PSNR-Y
-(the convention of the smoke recipe and docs/training.md, and the metric MDRN's options validate on; PSNR-RGB, which
-a few hundred steps improve more slowly, is reported beside it).
+``../shared/reference/metrics/Set5.json``, and exits 1 unless every recipe's final model beats bicubic in both
+PSNR-Y (the papers' Set5 convention and the metric MDRN's options validate on) and PSNR-RGB (the challenge's).
 ``--markdown`` writes the table for ``benchmarks/RESULTS.md`` (with the machine, threads and date); ``--json`` the
 rows. Not part of the test suite (a tiny version is: tests/train/test_recipes_smoke.py).
 """
@@ -59,6 +58,11 @@ STAND_IN_TEACHER = "mdrn"  # MDRN full x4: Set5 RGB 30.42 dB (../shared/weights/
 # Each recipe's training time relative to AGDN's in the default run (measured here, 2026-12-03, 2 threads, quiet:
 # agdn 144 s, lsanet 234 s, ifadnet 278 s, mdrn 260 s, msn 323 s): --jobs starts the longest first.
 RELATIVE_COST = {"agdn": 1.0, "lsanet": 1.6, "ifadnet": 1.9, "mdrn": 1.8, "msn": 2.2}
+# Iterations per recipe by default: the fewest that put each final model above bicubic in Set5 PSNR-RGB with some
+# margin, measured here (2026-12-03). At 600 each, MDRN-S (26.33 dB) and MSN (26.30 dB) stayed under bicubic's
+# 26.695 dB in RGB (above it in Y); at 900 they reach 26.79 / 26.83 dB. AGDN was at 26.72 dB with 600, 26.85 dB
+# with 700; the two distilled recipes pass with room to spare (27.13 / 27.37 dB at 600), so they take 500.
+DEFAULT_ITERS = {"agdn": 700, "lsanet": 500, "ifadnet": 500, "mdrn": 900, "msn": 900}
 
 
 @dataclass
@@ -80,6 +84,11 @@ def bicubic_set5(reference: Path) -> dict[str, float]:
     """Mean Set5 PSNR-Y / PSNR-RGB of the MATLAB-bicubic x4 upscaling (../shared/reference/metrics/Set5.json)."""
     per_image = json.loads(reference.read_text())["bicubic"]
     return {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in ("psnr_y", "psnr_rgb")}
+
+
+def beats_bicubic(row: StageRow, bicubic: dict[str, float]) -> bool:
+    """Whether a stage's Set5 PSNR is above bicubic's in both PSNR-Y and PSNR-RGB."""
+    return row.psnr_y > bicubic["psnr_y"] and row.psnr_rgb > bicubic["psnr_rgb"]
 
 
 def _round_up(value: float, multiple: int) -> int:
@@ -179,7 +188,8 @@ def markdown(rows: list[StageRow], seconds: dict[str, float], bicubic: dict[str,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipes", nargs="*", default=list(SEED_RECIPES), choices=list(SEED_RECIPES))
-    ap.add_argument("--iters", type=int, default=600, help="iterations per recipe, split over its stages")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="iterations per recipe, split over its stages (default: DEFAULT_ITERS, per recipe)")
     ap.add_argument("--min-iters", type=int, default=100, help="at least this many iterations per stage")
     ap.add_argument("--patch-scale", type=float, default=0.25, help="HR patch x this ...")
     ap.add_argument("--max-patch", type=int, default=96, help="... at most this, at least the model's minimum")
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     rows = [r for name in args.recipes for r in results[name][0]]
     seconds = {name: results[name][1] for name in args.recipes}
-    failed = [name for name in args.recipes if not results[name][0][-1].psnr_y > bicubic["psnr_y"]]
+    failed = [name for name in args.recipes if not beats_bicubic(results[name][0][-1], bicubic)]
     table = markdown(rows, seconds, bicubic, threads, teacher, jobs=jobs, wall=wall)
     print(table)
     if args.markdown:
@@ -218,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"bicubic": bicubic, "seconds": seconds, "wall_s": wall, "jobs": jobs,
                                          "threads": threads, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
     if failed:
-        print(f"final model not above bicubic in Set5 PSNR-Y: {', '.join(failed)}", file=sys.stderr)
+        print(f"final model not above bicubic in Set5 PSNR-Y and PSNR-RGB: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -226,17 +236,18 @@ def _run_here(name: str, args: argparse.Namespace, threads: int, root: Path) -> 
     """Train recipe ``name`` scaled down in this process; its rows and seconds."""
     data = args.data or data_root()
     bicubic = bicubic_set5(args.reference or assets_dir() / "reference" / "metrics" / "Set5.json")
-    overrides = smoke_overrides(name, data=data, iters=args.iters, min_iters=args.min_iters,
+    iters = DEFAULT_ITERS[name] if args.iters is None else args.iters
+    overrides = smoke_overrides(name, data=data, iters=iters, min_iters=args.min_iters,
                                 patch_scale=args.patch_scale, max_patch=args.max_patch, batch_scale=args.batch_scale,
                                 threads=threads, teacher_weights=args.teacher_weights)
     print(f"== {name}: " + " ".join(f"--set {o}" for o in overrides), flush=True)
     _, got, seconds = run_recipe(name, overrides, root / name)
-    beats = got[-1].psnr_y > bicubic["psnr_y"]
+    beats = beats_bicubic(got[-1], bicubic)
     for r in got:
         print(f"   {name} stage {r.stage} {r.name}: Set5 PSNR-Y {r.psnr_y:.3f} dB, PSNR-RGB {r.psnr_rgb:.3f} dB",
               flush=True)
-    print(f"   {name}: {seconds:.0f} s; final {'beats' if beats else 'does NOT beat'} bicubic in PSNR-Y "
-          f"({bicubic['psnr_y']:.3f} dB; PSNR-RGB {bicubic['psnr_rgb']:.3f} dB)", flush=True)
+    print(f"   {name}: {seconds:.0f} s; final {'beats' if beats else 'does NOT beat'} bicubic "
+          f"(PSNR-Y {bicubic['psnr_y']:.3f} dB, PSNR-RGB {bicubic['psnr_rgb']:.3f} dB)", flush=True)
     return got, seconds
 
 

@@ -165,3 +165,14 @@ def test_profile_of_several_models_labels_a_cpu_score(work: Path, weights_dir: P
     assert [r["model"] for r in rows] == ["rlfn", "span"] and rows[0]["lr_size"] == [32, 32]
     assert all(r["ntire_score"]["runtime_device"] == "cpu" for r in rows)
     assert "score (CPU rt)" in res.stderr and "CPU-runtime score" in res.stderr
+
+
+def test_the_cli_choices_are_the_engines_names() -> None:
+    """The command line spells backends and precisions out (it parses flags before torch loads); they must stay the
+    names that effsr.deploy runs."""
+    from effsr.cli.options import BackendChoice, PrecisionChoice
+    from effsr.deploy.backends import BACKENDS
+    from effsr.deploy.precision import BACKEND_PRECISIONS, PRECISION_NAMES
+
+    assert [c.value for c in BackendChoice] == list(BACKENDS) == list(BACKEND_PRECISIONS)
+    assert [c.value for c in PrecisionChoice] == list(PRECISION_NAMES)

@@ -10,7 +10,7 @@ file (time nothing on a shared machine: without ``--profile`` the column says so
     EFFSR_WEIGHTS_DIR=../shared/weights .venv/bin/effsr profile --all-models --lr-size 256x256 --runs 20 \\
         --warmup 5 --threads 2 --json benchmarks/results/zoo_profile.json          # a quiet machine only
     .venv/bin/python benchmarks/zoo_leaderboard.py --eval benchmarks/results/zoo_eval.json \\
-        --profile benchmarks/results/zoo_profile.json --update-readme
+        --profile benchmarks/results/zoo_profile.json --isa "AVX2 + FMA, no AVX-512" --update-readme
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=Path, required=True, help="JSON written by effsr eval --all-models --json")
     ap.add_argument("--profile", type=Path, help="JSON written by effsr profile --all-models --json (CPU time)")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the table between the README markers")
+    ap.add_argument("--isa", default=None, help="the profiled CPU's vector ISA, for the note (e.g. 'AVX2 + FMA')")
     args = ap.parse_args(argv)
     rows = json.loads(args.eval.read_text())
     profile = json.loads(args.profile.read_text()) if args.profile else None
@@ -84,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         machine = profile[0]["device"]["name"]
         runs = profile[0]["runtime_ms"]["runs"]
         threads = profile[0]["device"]["threads"]
+        isa = args.isa or "ISA not recorded"
         text += (f"\n\nCPU time: eager forward at LR 256x256, median of {runs} runs after warm-up, {threads} threads, "
-                 f"{machine}, every model in the same run (`effsr profile --all-models`): the times rank the models; "
-                 f"their absolute values follow the host (benchmarks/RESULTS.md, \"Speed\", has the fast path and "
-                 f"the machine's dense-convolution rate).")
+                 f"{machine} ({isa}), every model in the same run (`effsr profile --all-models`): the times rank "
+                 f"the models; their absolute values follow the host (benchmarks/RESULTS.md, \"Speed\", has the "
+                 f"fast path and the machine's dense-convolution rate).")
     else:
         text += "\n\nCPU time: to be measured on a quiet machine (`effsr profile --all-models`, see the script)."
     print(text)

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 import effsr
 from effsr.cli import app
 from effsr.deploy import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, prepare
+from effsr.deploy.calibration import calibration_images
 from effsr.deploy.openvino import INT8_MIN_PSNR_DB, ONEDNN_ISA_VARIABLES, OpenVinoEngine, sensitive_nodes
 from effsr.errors import DeviceError, MissingDependencyError, PrecisionError
 from effsr.imageio import read_rgb_uint8, tensor_to_uint8, uint8_to_tensor
@@ -116,7 +117,9 @@ def test_int8_within_its_bound(name: str, monkeypatch: pytest.MonkeyPatch, lr_im
                                weights_dir: Path) -> None:
     monkeypatch.setenv("EFFSR_CPU_FLAGS", "avx2 avx512_vnni")
     model = effsr.load(name)
-    engine = prepare(model, "openvino", precision="int8", threads=1, example_size=SIZE)
+    # Four 48x48 crops of B100 LR images (the default set, smaller): calibration in a test's time budget.
+    calibration = calibration_images(limit=4, crop=48)
+    engine = prepare(model, "openvino", precision="int8", threads=1, example_size=SIZE, calibration=calibration)
     assert engine.psnr_vs_eager_db is not None and engine.psnr_vs_eager_db >= INT8_MIN_PSNR_DB
     graph = engine._graphs[None]
     assert sum(op.get_type_name() == "FakeQuantize" for op in graph.get_ordered_ops()) > 10  # it is quantized

@@ -25,9 +25,10 @@ How a model gets there (:class:`OpenVinoEngine`):
    mislabel every measurement.
 
 bf16 needs OpenVINO's own word as well as the CPU flags (:func:`effsr.deploy.precision.check_precision`): the CPU
-plugin silently runs f32 where it finds no native bfloat16 (its ``OPTIMIZATION_CAPABILITIES`` lack ``BF16``), so
-the engine reads back the precision the compiled model runs and raises :class:`~effsr.errors.PrecisionError` when
-it is not bf16, instead of timing f32 under the bf16 label.
+plugin silently runs f32 where it finds no native bfloat16 (its ``OPTIMIZATION_CAPABILITIES`` lack ``BF16``;
+measured with OpenVINO 2026.4 on an AVX2-only CPU: asked for bf16, the compiled model reports f32, with no warning),
+so the engine checks those capabilities first, reads back the precision the compiled model runs, and raises
+:class:`~effsr.errors.PrecisionError` unless it is bf16, instead of timing f32 under the bf16 label.
 """
 
 from __future__ import annotations

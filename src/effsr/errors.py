@@ -17,6 +17,7 @@ command line uses it before torch loads.
 from __future__ import annotations
 
 __all__ = [
+    "BackendError",
     "DeviceError",
     "EffsrError",
     "ImageReadError",
@@ -89,6 +90,11 @@ class WeightsError(EffsrError, RuntimeError):
 
 class WeightsMismatchError(WeightsError):
     """A weights file holds a state_dict that does not fit the requested architecture."""
+
+
+class BackendError(EffsrError, RuntimeError):
+    """A backend cannot build a faithful engine for this model: its converter fails on it, or the engine it built
+    differs from the eager forward by more than that precision's stated bound (checked at preparation)."""
 
 
 class ImageReadError(EffsrError, RuntimeError):

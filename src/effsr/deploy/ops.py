@@ -105,11 +105,13 @@ def onednn_packs(dtype: torch.dtype) -> bool:
     """Whether oneDNN's fused convolution with pre-packed weights (:meth:`FusedConv2d.pack`) computes correctly in
     ``dtype`` on this CPU, checked once per process on a small convolution against ``F.conv2d`` in float32.
 
-    Float32 always does. bfloat16 has oneDNN kernels on CPUs with AVX-512 (native with AVX-512 BF16 or AMX); where
-    oneDNN may not use them (``ONEDNN_MAX_CPU_ISA=AVX2``, as the test suite sets, or a CPU without AVX-512) the
-    packed bfloat16 convolution was found to go wrong without raising, so it is tested rather than assumed: a
-    failure (an error or a result off by more than bfloat16 rounding) leaves the weights unpacked
-    (``F.conv2d``, PyTorch's own bfloat16 path).
+    Float32 always does. bfloat16 has oneDNN kernels on CPUs with AVX-512 (native with AVX-512 BF16 or AMX). Without
+    them the packing fails in one of two ways, so it is tested rather than assumed: on a CPU without AVX-512
+    (measured on an AVX2-only AMD EPYC VM) ``_reorder_convolution_weight`` raises ("bf16 path needs the cpu support
+    avx_ne_convert or avx512bw, avx512vl and avx512dq"), which used to fail the whole graph build and drop every
+    pass; under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 CPU (the test suite's setting) PyTorch's check passes and
+    oneDNN was found to go wrong without raising. Either failure (an error, or a result off by more than bfloat16
+    rounding) leaves the weights unpacked: ``F.conv2d``, PyTorch's own bfloat16 path, with every other pass kept.
     """
     if not torch.backends.mkldnn.is_available():
         return False

@@ -9,8 +9,9 @@ against the float32 eager forward of the same model (``effsr.evaluate.quality_co
 A path is ``backend:precision``. One this environment cannot run (a backend not installed, bf16 on a CPU without
 AVX-512 BF16 or AMX, int8 without VNNI) is reported as such in the JSON and the table, and the others go on.
 ``$EFFSR_CPU_FLAGS`` replaces the CPU's flags (``effsr.deploy.precision``): on a CPU without native bfloat16 it
-lets oneDNN's converting bf16 kernels run, whose arithmetic is the same (bfloat16 operands, float32 accumulation)
-but whose speed is not; the JSON records the flags in effect. The float32 eager reference is computed once per model
+lets bfloat16 run anyway, without pre-packed oneDNN kernels (``effsr.deploy.ops.onednn_packs``), in the same
+arithmetic (bfloat16 weights and activations, float32 accumulation) but not at the same speed; the JSON records the
+flags in effect. The float32 eager reference is computed once per model
 and set, in this process. One thread by default (deterministic, and polite on a shared machine); no timing.
 Not part of the test suite (seven models on the three full sets take tens of minutes on one core).
 """
@@ -145,8 +146,8 @@ def render(report: dict) -> str:
              "each set's images."]
     if report.get("cpu_flags_override"):
         lines.append(f"CPU flags overridden ($EFFSR_CPU_FLAGS={report['cpu_flags_override']}): the CPU lacks "
-                     "native kernels for some precisions, which ran through oneDNN's converting kernels (the same "
-                     "arithmetic, not the same speed).")
+                     "native kernels for some precisions, which ran without them (the same arithmetic: bfloat16 "
+                     "weights and activations, float32 accumulation; not the same speed).")
     lines.append("")
     lines.append(quality_cost_markdown(costs) if costs else "(no path ran)")
     refused: dict[tuple[str, str], list[str]] = {}

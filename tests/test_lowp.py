@@ -3,8 +3,8 @@ model through the fast and eager backends, its PSNR cost on Set5 crops, and the 
 
 The bfloat16 numerics are tested on the arithmetic, not on the host: ``$EFFSR_CPU_FLAGS`` claims AVX-512 BF16, so the
 checks of :mod:`effsr.deploy.precision` let bfloat16 run whatever CPU CI has (the test suite caps oneDNN at AVX2,
-tests/conftest.py, where bfloat16 runs through oneDNN's converting kernels: bfloat16 operands, float32 accumulation,
-the same arithmetic as the native kernels).
+tests/conftest.py, where the fast engine leaves its bfloat16 weights unpacked and PyTorch's bfloat16 convolutions
+run: bfloat16 weights and activations, float32 accumulation, the arithmetic of the native kernels).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def load_results(paths: list[Path]) -> tuple[list, dict[int, list[float]], str, 
                 model=r["model"], backend=r["backend"], threads=r["threads"], lr_size=tuple(r["lr_size"]),
                 median_ms=r["median_ms"], iqr_ms=r["iqr_ms"], runs=r["runs"], times_ms=tuple(r["times_ms"]),
                 macs=r["macs"], floor_ms=r["floor_ms"], max_abs_vs_eager=r["max_abs_vs_eager"],
-                prepare_s=r["prepare_s"], dense_gflops=r["dense_gflops"]))
+                prepare_s=r["prepare_s"], dense_gflops=r["dense_gflops"], precision=r.get("precision", "fp32")))
             runs = max(runs, r["runs"])
     return results, rates, machine, runs
 
@@ -122,7 +122,8 @@ def markdown_table(results: list, rates: dict[int, list[float]], machine: str, r
     """One row per (model, size, threads): the three backends side by side, speed-ups, floor and the goal."""
     cells: dict[tuple, dict[str, object]] = {}
     for r in results:
-        cells.setdefault((r.model, r.lr_size, r.threads), {})[r.backend] = r
+        if r.precision == "fp32":  # the float32 table; benchmarks/lowp_goal.py tabulates the other precisions
+            cells.setdefault((r.model, r.lr_size, r.threads), {})[r.backend] = r
     lines = [
         f"Machine: {machine}. Dense 3x3 conv (64 -> 64, 256x256) tight-loop peak at the start of each run: "
         + ", ".join(f"{' / '.join(f'{r:.0f}' for r in rates[t])} GFLOP/s ({t} thread{'s' if t > 1 else ''})"

@@ -11,17 +11,19 @@ from typer.testing import CliRunner
 from effsr.bench import BenchResult, parse_size
 from effsr.cli import app
 
-RESULT_KEYS = {"model", "backend", "threads", "lr_size", "median_ms", "iqr_ms", "runs"}
+RESULT_KEYS = {"model", "backend", "precision", "threads", "lr_size", "median_ms", "iqr_ms", "runs"}
 
 
 def _check_report(data: dict, expected: list[tuple[str, str]], threads: int, lr_size: list[int], runs: int) -> None:
-    assert set(data) == {"machine", "dense_conv_gflops", "results"}
+    assert set(data) == {"machine", "dense_conv_gflops", "dense_gflops_by_precision", "results"}
     assert isinstance(data["machine"], str) and data["machine"]
     assert isinstance(data["dense_conv_gflops"], float) and data["dense_conv_gflops"] > 0
+    assert data["dense_gflops_by_precision"] == {"fp32": data["dense_conv_gflops"]}
     assert [(r["model"], r["backend"]) for r in data["results"]] == expected
     for r in data["results"]:
         assert set(r) == RESULT_KEYS
         assert r["threads"] == threads and r["lr_size"] == lr_size and r["runs"] == runs
+        assert r["precision"] == "fp32"  # the default
         assert isinstance(r["median_ms"], float) and r["median_ms"] > 0
         assert isinstance(r["iqr_ms"], float) and r["iqr_ms"] >= 0
 

@@ -85,8 +85,10 @@ def test_engine_contract_batch_layout_and_input_untouched(lr_image: torch.Tensor
 @pytest.mark.parametrize(("name", "dtype"), [("lsanet", torch.bfloat16), ("msn", torch.bfloat16),
                                              ("rlfn", torch.float16)])
 def test_low_precision_within_stated_tolerance(name: str, dtype: torch.dtype, lr_image: torch.Tensor,
-                                               weights_dir: Path) -> None:
+                                               weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The CPU code path of the CUDA precisions: bfloat16 / float16 compute, float32 out, within the stated bound."""
+    # The arithmetic, not this host: claim native bfloat16 so that effsr.deploy.precision lets it run anywhere.
+    monkeypatch.setenv("EFFSR_CPU_FLAGS", "avx2 avx512_bf16")
     model = effsr.load(name)
     low = prepare(model, "fast", precision=dtype, tune_malloc=False)
     x = _crops(lr_image)[1]

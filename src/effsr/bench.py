@@ -1,11 +1,12 @@
-"""Speed benchmark harness: time the eager forward, the fast path and onnxruntime with the same protocol.
+"""Speed benchmark harness: time the eager forward, the fast path, onnxruntime and OpenVINO, in every precision they
+run, with the same protocol.
 
 Protocol (DESIGN.md habit 12; the JSON shape is documented in docs/deploy.md, "Benchmarks"):
 
-* every (model, backend) runs in its own worker process by default, so process-wide settings of one backend (the
-  fast path's malloc tuning, onnxruntime's thread pool) cannot speed up or slow down another, and the eager forward
-  runs exactly as its authors run it (in the caller's environment), while the other backends get effsr's
-  process settings as the command line applies them (``GOMP_SPINCOUNT``, :mod:`effsr.runtime`);
+* every (model, backend, precision) runs in its own worker process by default, so process-wide settings of one
+  backend (the fast path's malloc tuning, onnxruntime's thread pool) cannot speed up or slow down another, and the
+  eager forward runs exactly as its authors run it (in the caller's environment), while the other backends get
+  effsr's process settings as the command line applies them (``GOMP_SPINCOUNT``, :mod:`effsr.runtime`);
 * each worker loads the model, prepares its backend for the benchmark size, and runs ``warmup`` forwards;
 * then the timed runs are **interleaved**: round r asks every worker for one forward, in an order rotated every
   round, so drifting load on a shared machine hits every backend alike, with a short pause before each run (thread
@@ -19,7 +20,14 @@ Protocol (DESIGN.md habit 12; the JSON shape is documented in docs/deploy.md, "B
   channels-last, at the cell's LR size) that takes its turn in the same interleaved rounds as a worker of its own,
   so it is measured with the same stopwatch, pauses, process setup and machine state as the models.
   :func:`dense_conv_gflops` gives the tight-loop peak of the same convolution for comparison (on the 2-core CPU
-  here it is 3-5% higher than the in-round rate when the machine is quiet; benchmarks/RESULTS.md).
+  here it is 3-5% higher than the in-round rate when the machine is quiet; benchmarks/RESULTS.md);
+* precision (:mod:`effsr.deploy.precision`): each precision asked for runs on every backend that runs it
+  (:data:`~effsr.deploy.precision.BACKEND_PRECISIONS`), next to the float32 eager forward (always timed when a
+  lower precision is, the reference of every speed-up and of ``max_abs_vs_eager``), and each precision gets its own
+  floor: the same dense convolution in that precision (:func:`dense_conv_module`: bfloat16 channels-last, or
+  ``torch.ao.nn.quantized.Conv2d`` on the x86 engine for int8, the way the issue's rates were measured), a worker of
+  its own in the same rounds. A pair this machine cannot run fast (bf16 without AVX-512 BF16) is refused with one
+  line before anything is timed (:func:`bench_pairs`).
 
 The library returns dataclasses and prints nothing; ``effsr bench`` and ``benchmarks/bench_speed.py`` format them.
 """
@@ -33,13 +41,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .deploy.backends import BACKENDS, available_backends
+from .deploy.precision import BACKEND_PRECISIONS, FLOAT_DTYPES, check_precision, precision_name
 from .files import write_json
 from .profile import time_call, torch_macs
 from .runtime import cpu_name, openmp_env, set_threads, tune_glibc_malloc
@@ -47,8 +56,11 @@ from .sizes import parse_image_size as parse_size  # noqa: F401  (re-exported: t
 
 # The pseudo-backend that times the dense reference convolution inside every cell's interleaved rounds.
 DENSE = "dense-3x3"
-# Its shape: 64 -> 64 channels, 3x3, float32, channels-last (the fastest layout here), at the cell's LR size.
+# Its shape: 64 -> 64 channels, 3x3, channels-last (the fastest layout here), at the cell's LR size, in the precision
+# of the results it is the floor of.
 DENSE_CHANNELS = 64
+# The reference every speed-up is measured against: the authors' forward in float32.
+REFERENCE = ("eager", "fp32")
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class BenchResult:
     max_abs_vs_eager: float | None = None
     prepare_s: float = 0.0
     dense_gflops: float = 0.0
+    precision: str = "fp32"
 
     @property
     def output_mpix_per_s(self) -> float:
@@ -81,11 +94,17 @@ class BenchResult:
         """The median time divided by the arithmetic floor (1.0 = at the floor)."""
         return self.median_ms / self.floor_ms if self.floor_ms > 0 else float("nan")
 
+    @property
+    def path(self) -> str:
+        """``backend:precision``, the name tables and the quality benchmarks use (``fast:bf16``)."""
+        return f"{self.backend}:{self.precision}"
+
     def to_json(self) -> dict[str, Any]:
         """The entry of ``effsr bench --json``: exactly these keys (docs/deploy.md, "Benchmarks")."""
         return {
             "model": self.model,
             "backend": self.backend,
+            "precision": self.precision,
             "threads": self.threads,
             "lr_size": [int(self.lr_size[0]), int(self.lr_size[1])],
             "median_ms": round(self.median_ms, 4),
@@ -96,16 +115,19 @@ class BenchResult:
 
 @dataclass
 class BenchReport:
-    """All results of one benchmark run, with the machine and its dense-convolution rate."""
+    """All results of one benchmark run, with the machine and its dense-convolution rates (float32, and by
+    precision: GFLOP/s, or GOP/s for int8)."""
 
     machine: str
     dense_conv_gflops: float
     results: list[BenchResult] = field(default_factory=list)
+    dense_gflops_by_precision: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "machine": self.machine,
             "dense_conv_gflops": round(self.dense_conv_gflops, 3),
+            "dense_gflops_by_precision": {k: round(v, 3) for k, v in self.dense_gflops_by_precision.items()},
             "results": [r.to_json() for r in self.results],
         }
 
@@ -127,26 +149,58 @@ def machine_name(device: str = "cpu") -> str:
 
 
 def dense_conv_gflops(*, threads: int | None = None, device: str = "cpu", channels: int = 64,
-                      size: int = 256, repeats: int = 15) -> float:
-    """The rate of a dense 3x3 convolution (``channels`` -> ``channels``, ``size`` x ``size``, float32) in GFLOP/s.
+                      size: int = 256, repeats: int = 15, precision: str = "fp32") -> float:
+    """The rate of a dense 3x3 convolution (``channels`` -> ``channels``, ``size`` x ``size``) in GFLOP/s (GOP/s
+    for int8), in ``precision`` (:func:`dense_conv_module`).
 
-    The best of channels-last and NCHW, median of ``repeats`` timed runs after warm-up: the arithmetic rate the
-    machine reaches on the kind of work these models do, used as the floor's denominator.
+    Float32: the best of channels-last and NCHW; the other precisions channels-last. Median of ``repeats`` timed runs
+    after warm-up: the arithmetic rate the machine reaches on the kind of work these models do, used as the floor's
+    denominator.
     """
     set_threads(threads)
     dev = torch.device(device)
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(dev).eval()
     flops = 2 * channels * channels * 9 * size * size
+    formats = (torch.channels_last, torch.contiguous_format) if precision_name(precision) == "fp32" else (
+        torch.channels_last,)
     best = 0.0
-    for fmt in (torch.channels_last, torch.contiguous_format):
-        x = torch.rand(1, channels, size, size, device=dev).contiguous(memory_format=fmt)
-        c = conv.to(memory_format=fmt)
+    for fmt in formats:
+        conv, x = dense_conv_module(channels, (size, size), device=dev, precision=precision, memory_format=fmt)
         with torch.inference_mode():
             for _ in range(3):  # warm-up
-                c(x)
-            times_ms = [time_call(lambda c=c, x=x: c(x), dev) for _ in range(repeats)]
+                conv(x)
+            times_ms = [time_call(lambda c=conv, x=x: c(x), dev) for _ in range(repeats)]
         best = max(best, flops / (statistics.median(times_ms) * 1e-3) / 1e9)
     return best
+
+
+def dense_conv_module(channels: int, lr_size: tuple[int, int], *, device: str | torch.device = "cpu",
+                      precision: str = "fp32", memory_format: torch.memory_format = torch.channels_last,
+                      ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """The floor's reference work in ``precision``: a ``channels`` -> ``channels`` 3x3 convolution (padding 1) and
+    its input at ``lr_size``.
+
+    Float precisions: ``nn.Conv2d`` in that dtype on a ``memory_format`` tensor. int8: ``torch.ao.nn.quantized.
+    Conv2d`` (per-tensor weight scale) on the x86 quantized engine (oneDNN's int8 kernels where the CPU has VNNI, the
+    engine PyTorch's x86 quantizer targets) with a quint8 channels-last input, as the issue's 1633 GOP/s were
+    measured: the int8 path's arithmetic without its quantize / dequantize steps.
+    """
+    name = precision_name(precision)
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, channels, *lr_size, generator=g)
+    if name == "int8":
+        if "x86" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "x86"
+        qconv = torch.ao.nn.quantized.Conv2d(channels, channels, 3, padding=1)
+        weight = torch.randn(channels, channels, 3, 3, generator=g) * 0.05
+        qconv.set_weight_bias(torch.quantize_per_tensor(weight, 0.05 / 64, 0, torch.qint8), torch.zeros(channels))
+        qconv.scale, qconv.zero_point = 0.05, 64
+        qx = torch.quantize_per_tensor(x, 1 / 255, 0, torch.quint8).contiguous(memory_format=torch.channels_last)
+        return qconv, qx
+    dtype = FLOAT_DTYPES[name]
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device=dev, dtype=dtype).eval().requires_grad_(False)
+    conv = conv.to(memory_format=memory_format)
+    return conv, x.to(device=dev, dtype=dtype).contiguous(memory_format=memory_format)
 
 
 def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
@@ -157,14 +211,64 @@ def bench_input(lr_size: tuple[int, int], channels: int = 3) -> torch.Tensor:
 
 
 def explain_passes(model: str, *, lr_size: tuple[int, int] = (256, 256), threads: int | None = None,
-                   device: str = "cpu", weights: str | None = None) -> Any:
-    """The fast engine of zoo model ``model`` prepared at ``lr_size`` (nothing timed): its ``pass_report`` lists the
-    graph passes in order with how often each fired (``effsr bench --explain``)."""
+                   device: str = "cpu", weights: str | None = None, precision: str = "fp32") -> Any:
+    """The fast engine of zoo model ``model`` prepared at ``lr_size`` in a float ``precision`` (nothing timed): its
+    ``pass_report`` lists the graph passes in order with how often each fired (``effsr bench --explain``)."""
     from .deploy import prepare
     from .models import load_model
 
     net = load_model(model, weights, device=device)
-    return prepare(net, "fast", device=device, threads=threads, example_size=lr_size, tune_malloc=False)
+    return prepare(net, "fast", device=device, threads=threads, example_size=lr_size, tune_malloc=False,
+                   precision=precision)
+
+
+def bench_pairs(backends: Sequence[str], precisions: Sequence[str] = ("fp32",), device: str = "cpu",
+                ) -> list[tuple[str, str]]:
+    """The (backend, precision) pairs to time: every asked backend in every asked precision it runs
+    (:data:`~effsr.deploy.precision.BACKEND_PRECISIONS`), backends first, precisions in the asked order.
+
+    Each precision is checked on this machine first (:func:`~effsr.deploy.precision.check_precision`): bf16 on a CPU
+    without AVX-512 BF16 or AMX, int8 without VNNI or on CUDA raise :class:`~effsr.errors.PrecisionError` (one line),
+    and so does a precision that none of the asked backends runs, before anything is timed.
+    """
+    from .errors import PrecisionError
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown} (choose from {', '.join(BACKENDS)})")
+    names = list(dict.fromkeys(precision_name(p) for p in precisions))
+    if not names:
+        raise ValueError("no precision to time")
+    pairs: list[tuple[str, str]] = []
+    for name in names:
+        runs = [b for b in backends if name in BACKEND_PRECISIONS.get(b, ())]
+        if not runs:
+            able = [b for b, ps in BACKEND_PRECISIONS.items() if name in ps]
+            raise PrecisionError(f"none of the backends {', '.join(backends)} runs {name}; add --backend "
+                                 f"{' or '.join(able)}")
+        check_precision(name, runs[0], device)  # the machine's conditions: one line before any timing
+    for backend in backends:
+        for name in names:
+            if name in BACKEND_PRECISIONS.get(backend, ()):
+                check_precision(name, backend, device)
+                pairs.append((backend, name))
+    return pairs
+
+
+def check_pairs(pairs: Sequence[tuple[str, str]], device: str = "cpu") -> list[tuple[str, str]]:
+    """Explicit (backend, precision) pairs, names normalised, each one a backend runs
+    (:data:`~effsr.deploy.precision.BACKEND_PRECISIONS`) and this machine runs fast
+    (:func:`~effsr.deploy.precision.check_precision`; :class:`~effsr.errors.PrecisionError` otherwise)."""
+    out: list[tuple[str, str]] = []
+    for backend, precision in pairs:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        pair = (backend, check_precision(precision, backend, device))
+        if pair not in out:
+            out.append(pair)
+    if not out:
+        raise ValueError("no (backend, precision) pair to time")
+    return out
 
 
 # ---- workers ---------------------------------------------------------------------------------------------------
@@ -181,6 +285,11 @@ class _Job:
     warmup: int
     tune_malloc: bool = True
     dense_repeat: int = 1
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.backend}:{self.precision}"
 
 
 class _Runner:
@@ -198,7 +307,7 @@ class _Runner:
         model = load_model(job.model, job.weights, device=job.device)
         t0 = time.perf_counter()
         self.engine = prepare(model, job.backend, device=job.device, threads=job.threads, example_size=job.lr_size,
-                              tune_malloc=job.tune_malloc)
+                              tune_malloc=job.tune_malloc, precision=job.precision)
         self.x = bench_input(job.lr_size).to(self.device)
         self.output = self.engine(self.x).float().cpu()
         for _ in range(max(0, job.warmup - 1)):
@@ -206,7 +315,8 @@ class _Runner:
         self.prepare_s = time.perf_counter() - t0
 
     def _init_dense(self, job: _Job) -> None:
-        """The reference work of the floor, timed exactly like a model (same process setup and rounds).
+        """The reference work of the floor in the job's precision (:func:`dense_conv_module`), timed exactly like a
+        model (same process setup and rounds).
 
         One turn runs the dense convolution ``job.dense_repeat`` times back to back: as many MACs as the model's
         forward, so the cost of starting a turn (waking the threads after the pause, cold caches) weighs on the
@@ -217,10 +327,7 @@ class _Runner:
         if job.tune_malloc and self.device.type == "cpu":
             # The fast path's allocator setting: without it every 16 MB output is a fresh, page-faulting mmap.
             tune_glibc_malloc()
-        conv = torch.nn.Conv2d(DENSE_CHANNELS, DENSE_CHANNELS, 3, padding=1).to(self.device).eval()
-        conv = conv.to(memory_format=torch.channels_last).requires_grad_(False)
-        x = torch.rand(1, DENSE_CHANNELS, *job.lr_size, device=self.device)
-        self.x = x.contiguous(memory_format=torch.channels_last)
+        conv, self.x = dense_conv_module(DENSE_CHANNELS, job.lr_size, device=self.device, precision=job.precision)
 
         def engine(inp: torch.Tensor, repeat: int = max(1, job.dense_repeat)) -> torch.Tensor:
             with torch.inference_mode():
@@ -285,17 +392,17 @@ class _Worker:
         status, payload, self.prepare_s = self._recv()
         if status != "ready":
             self.close()
-            raise RuntimeError(f"{job.model}/{job.backend}: {payload}")
+            raise RuntimeError(f"{job.label}: {payload}")
         self.output = torch.from_numpy(payload)
 
     def _recv(self) -> Any:
         deadline = time.monotonic() + self.timeout_s
         while not self.conn.poll(1.0):
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.job.model}/{self.job.backend}: the worker exited "
+                raise RuntimeError(f"{self.job.label}: the worker exited "
                                    f"(status {self.proc.returncode})")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.job.model}/{self.job.backend}: no answer in {self.timeout_s:.0f} s")
+                raise TimeoutError(f"{self.job.label}: no answer in {self.timeout_s:.0f} s")
         return self.conn.recv()
 
     def run_ms(self) -> float:
@@ -348,6 +455,8 @@ def bench_model(
     model: str,
     *,
     backends: Sequence[str] | None = None,
+    precisions: Sequence[str] = ("fp32",),
+    pairs: Sequence[tuple[str, str]] | None = None,
     threads: int = 2,
     lr_size: tuple[int, int] = (256, 256),
     device: str = "cpu",
@@ -355,66 +464,81 @@ def bench_model(
     warmup: int = 3,
     weights: str | None = None,
     isolate: bool = True,
-    gflops: float | None = None,
+    gflops: float | Mapping[str, float] | None = None,
     pause_s: float = 0.2,
     on_progress: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
-    """Time ``backends`` of one zoo model with interleaved runs (see the module docstring); one result per backend.
+    """Time ``backends`` x ``precisions`` of one zoo model with interleaved runs (see the module docstring); one
+    result per (backend, precision) pair of :func:`bench_pairs`, in that order, or of ``pairs`` when given (explicit
+    (backend, precision) pairs, checked the same way; ``backends`` and ``precisions`` are then ignored).
 
-    ``gflops=None`` (default) measures the floor's dense-convolution rate inside the same rounds: a worker that runs
-    a 64 -> 64 3x3 convolution at ``lr_size`` (repeated to as many MACs as the model's forward) takes its turn with
-    the backends, so the rate and the models' times come from the same process setup, pauses and machine state
-    (:data:`DENSE`); a number fixes the rate instead.
+    When a precision other than fp32 is asked for, the float32 eager forward (:data:`REFERENCE`) is timed in the same
+    rounds too, and reported first if it was not asked for: it is the reference of every speed-up.
+    ``gflops=None`` (default) measures each precision's floor rate inside the same rounds: a worker per precision
+    that runs a 64 -> 64 3x3 convolution in that precision at ``lr_size`` (repeated to as many MACs as the model's
+    forward) takes its turn with the backends, so the rates and the models' times come from the same process
+    setup, pauses and machine state (:data:`DENSE`); a number fixes every precision's rate instead, a mapping
+    (precision -> GFLOP/s) the rates of the precisions it names.
     ``isolate=False`` runs every backend in this process (quicker to start; process-wide settings then leak
     between backends, so use it only for smoke tests).
     """
     from .models import load_model
 
-    backends = available_backends() if backends is None else backends
-    unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise ValueError(f"unknown backend(s) {unknown} (choose from {', '.join(BACKENDS)})")
     if runs < 1:
         raise ValueError("runs must be >= 1")
+    if pairs is not None:
+        pairs = check_pairs(pairs, device)
+    else:
+        pairs = bench_pairs(available_backends() if backends is None else backends, precisions, device)
+    if any(p != "fp32" for _, p in pairs) and REFERENCE not in pairs:
+        pairs.insert(0, REFERENCE)
     macs, _ = torch_macs(load_model(model, weights), torch.zeros(1, 3, *lr_size))
     h, w = lr_size
     dense_macs = DENSE_CHANNELS * DENSE_CHANNELS * 9 * h * w
     dense_repeat = max(1, round(macs / dense_macs))  # a dense workload as large as the model's forward
-    workers: dict[str, _Worker] = {}
-    timed = list(backends) + ([DENSE] if gflops is None else [])
+    fixed: dict[str, float] = {}
+    if isinstance(gflops, Mapping):
+        fixed = {precision_name(k): float(v) for k, v in gflops.items()}
+    elif gflops is not None:
+        fixed = {p: float(gflops) for _, p in pairs}
+    floors = [(DENSE, p) for p in dict.fromkeys(p for _, p in pairs) if p not in fixed]
+    timed = pairs + floors
+    workers: dict[tuple[str, str], _Worker] = {}
     try:
-        for backend in timed:
+        for backend, precision in timed:
             if on_progress:
-                on_progress(f"{model}: preparing {backend} ({threads} threads, {lr_size[0]}x{lr_size[1]})")
+                on_progress(f"{model}: preparing {backend} {precision} ({threads} threads, {lr_size[0]}x{lr_size[1]})")
             # In-process runs share one allocator: leave it alone there (the fast path's tuning would leak).
             job = _Job(model, weights, backend, threads, tuple(lr_size), device, warmup, tune_malloc=isolate,
-                       dense_repeat=dense_repeat)
-            workers[backend] = _Worker(job, isolate)
-        times: dict[str, list[float]] = {b: [] for b in timed}
+                       dense_repeat=dense_repeat, precision=precision)
+            workers[(backend, precision)] = _Worker(job, isolate)
+        times: dict[tuple[str, str], list[float]] = {k: [] for k in timed}
         order = list(timed)
         for r in range(runs):
             rotated = order[r % len(order):] + order[: r % len(order)]
-            for backend in rotated:
+            for key in rotated:
                 # A pause before each run: thread pools that spin after their own run (onnxruntime's, OpenMP's)
                 # must not steal the cores from the next backend (they did: +25 ms on the run after onnxruntime).
                 time.sleep(pause_s)
-                times[backend].append(workers[backend].run_ms())
-        if gflops is None:
-            gflops = 2 * dense_macs * dense_repeat / (statistics.median(times[DENSE]) * 1e6)
-        floor_ms = 2 * macs / (gflops * 1e9) * 1e3
-        reference = workers["eager"].output if "eager" in workers else None
+                times[key].append(workers[key].run_ms())
+        rates = dict(fixed)
+        for key in floors:
+            rates[key[1]] = 2 * dense_macs * dense_repeat / (statistics.median(times[key]) * 1e6)
+        reference = workers[REFERENCE].output if REFERENCE in workers else None
         results = []
-        for backend in backends:
-            t = sorted(times[backend])
+        for key in pairs:
+            backend, precision = key
+            t = sorted(times[key])
             q1, q3 = _quantile(t, 0.25), _quantile(t, 0.75)
             err = None
             if reference is not None:
-                err = float((workers[backend].output - reference).abs().max())
+                err = float((workers[key].output - reference).abs().max())
             results.append(BenchResult(
                 model=model, backend=backend, threads=threads, lr_size=tuple(lr_size),
-                median_ms=statistics.median(t), iqr_ms=q3 - q1, runs=len(t), times_ms=tuple(times[backend]),
-                device=device, macs=macs, floor_ms=floor_ms, max_abs_vs_eager=err,
-                prepare_s=workers[backend].prepare_s, dense_gflops=gflops))
+                median_ms=statistics.median(t), iqr_ms=q3 - q1, runs=len(t), times_ms=tuple(times[key]),
+                device=device, macs=macs, floor_ms=2 * macs / (rates[precision] * 1e9) * 1e3,
+                max_abs_vs_eager=err, prepare_s=workers[key].prepare_s, dense_gflops=rates[precision],
+                precision=precision))
         return results
     finally:
         for w in workers.values():
@@ -435,6 +559,7 @@ def run_benchmark(
     models: Sequence[str],
     *,
     backends: Sequence[str] | None = None,
+    precisions: Sequence[str] = ("fp32",),
     threads: Sequence[int] = (2,),
     lr_sizes: Sequence[tuple[int, int]] = ((256, 256),),
     device: str = "cpu",
@@ -443,20 +568,27 @@ def run_benchmark(
     isolate: bool = True,
     on_progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Benchmark every (model, size, threads) combination.
+    """Benchmark every (model, size, threads) combination in every (backend, precision) pair of :func:`bench_pairs`
+    (checked before anything is timed).
 
-    The dense-convolution rate is measured inside every cell's rounds (:func:`bench_model`); the report's single
-    ``dense_conv_gflops`` (the issue's JSON has one number) is the median of those rates at the largest thread count.
+    The dense-convolution rates are measured inside every cell's rounds (:func:`bench_model`); the report's single
+    ``dense_conv_gflops`` (the issue's JSON has one number) is the median of the float32 rates at the largest thread
+    count, ``dense_gflops_by_precision`` the same median for each precision.
     """
+    backends = available_backends() if backends is None else backends
+    bench_pairs(backends, precisions, device)  # a pair this machine cannot run: one line before any timing
     report = BenchReport(machine=machine_name(device), dense_conv_gflops=0.0)
     for size in lr_sizes:
         for t in threads:
             for model in models:
                 report.results.extend(bench_model(
-                    model, backends=backends, threads=t, lr_size=size, device=device, runs=runs, warmup=warmup,
-                    isolate=isolate, on_progress=on_progress))
-    rates = [r.dense_gflops for r in report.results if r.threads == max(threads)]
-    report.dense_conv_gflops = statistics.median(rates) if rates else 0.0
+                    model, backends=backends, precisions=precisions, threads=t, lr_size=size, device=device,
+                    runs=runs, warmup=warmup, isolate=isolate, on_progress=on_progress))
+    top = [r for r in report.results if r.threads == max(threads)]
+    for precision in dict.fromkeys(r.precision for r in top):
+        report.dense_gflops_by_precision[precision] = statistics.median(
+            r.dense_gflops for r in top if r.precision == precision)
+    report.dense_conv_gflops = report.dense_gflops_by_precision.get("fp32", 0.0)
     return report
 
 

@@ -7,6 +7,9 @@ scale (``modcrop``); every metric of :mod:`effsr.metrics` with ``border = scale`
 mean of the per-image values. When a dataset has no LR folder, the LR images are made from the cropped HR by the
 MATLAB bicubic resize (:func:`effsr.data.degrade.degrade_image`), as the benchmark LR sets were.
 
+:func:`quality_cost` states what a lower precision (or another backend) costs in dB: the same protocol run through
+that engine and through the float32 eager forward of the same model, per set.
+
 Nothing here prints; results are dataclasses, with writers for CSV, JSON (one object per model and dataset,
 as the README's eval section shows) and a markdown summary, and a quality-vs-cost plot.
 """
@@ -40,7 +43,9 @@ __all__ = [
     "EvalDataset",
     "ImageResult",
     "ModelCost",
+    "QualityCost",
     "evaluate",
+    "fp32_reference",
     "evaluate_image",
     "csv_text",
     "find_dataset",
@@ -49,6 +54,8 @@ __all__ = [
     "markdown_summary",
     "model_cost",
     "plot_quality_vs_cost",
+    "quality_cost",
+    "quality_cost_markdown",
     "super_resolve",
     "write_csv",
     "write_json",
@@ -331,6 +338,144 @@ def evaluate(
             on_image(res)
     extra = {"lr": "folder" if dataset.lr_dir is not None else "generated (MATLAB bicubic)"}
     return DatasetResult(model=model_name, dataset=dataset.name, scale=scale, images=tuple(results), extra=extra)
+
+
+# ------------------------------------------------------------------------------------------------- quality cost
+
+# The sets a quality cost is stated on by default (the issue's Set5, Set14 and B100).
+COST_DATASETS = ("set5", "set14", "b100")
+
+
+@dataclass(frozen=True)
+class QualityCost:
+    """What one (backend, precision) costs on one set against the float32 eager forward of the same model.
+
+    Means of the per-image PSNR (dB, RGB and Y, the challenge protocol of :func:`evaluate`) through both engines;
+    ``cost_*_db`` is the float32 eager mean minus this engine's (positive: this engine loses quality).
+    ``worst_image_cost_rgb_db`` is the largest per-image RGB loss, so a mean hiding one bad image shows.
+    """
+
+    model: str
+    dataset: str
+    backend: str
+    precision: str
+    images: int
+    psnr_rgb_fp32: float
+    psnr_y_fp32: float
+    psnr_rgb: float
+    psnr_y: float
+    worst_image_cost_rgb_db: float
+
+    @property
+    def path(self) -> str:
+        """``backend:precision``, e.g. ``fast:bf16``."""
+        return f"{self.backend}:{self.precision}"
+
+    @property
+    def cost_rgb_db(self) -> float:
+        return self.psnr_rgb_fp32 - self.psnr_rgb
+
+    @property
+    def cost_y_db(self) -> float:
+        return self.psnr_y_fp32 - self.psnr_y
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "dataset": self.dataset, "backend": self.backend, "precision": self.precision,
+                "images": self.images, "psnr_rgb_fp32": self.psnr_rgb_fp32, "psnr_y_fp32": self.psnr_y_fp32,
+                "psnr_rgb": self.psnr_rgb, "psnr_y": self.psnr_y, "cost_rgb_db": self.cost_rgb_db,
+                "cost_y_db": self.cost_y_db, "worst_image_cost_rgb_db": self.worst_image_cost_rgb_db}
+
+
+def fp32_reference(
+    model: nn.Module,
+    datasets: Sequence[str | os.PathLike[str] | EvalDataset] = COST_DATASETS,
+    *,
+    model_name: str = "model",
+    data_root: str | os.PathLike[str] | None = None,
+) -> dict[str, DatasetResult]:
+    """The float32 eager results of ``model`` on ``datasets`` (names, folders or :class:`EvalDataset`), by dataset
+    name: the reference of :func:`quality_cost` (compute it once and pass it to several calls)."""
+    from .deploy import prepare
+
+    eager = prepare(model, "eager")
+    out = {}
+    for ds in _cost_datasets(datasets, model_scale(model), data_root):
+        out[ds.name] = evaluate(eager, ds, model_name=model_name)
+    return out
+
+
+def quality_cost(
+    model: nn.Module,
+    datasets: Sequence[str | os.PathLike[str] | EvalDataset] = COST_DATASETS,
+    *,
+    backend: str = "fast",
+    precision: str = "bf16",
+    model_name: str = "model",
+    threads: int | None = None,
+    calibration: Any = None,
+    data_root: str | os.PathLike[str] | None = None,
+    reference: Mapping[str, DatasetResult] | None = None,
+    engine: nn.Module | None = None,
+) -> list[QualityCost]:
+    """The PSNR cost in dB (RGB and Y, per set) of running ``model`` with ``backend`` in ``precision`` instead of
+    its float32 eager forward, both scored with :func:`evaluate`'s challenge protocol, on CPU.
+
+    ``datasets``: names (Set5, Set14, B100 by default), folders or :class:`EvalDataset`. ``reference``: the float32
+    eager results by dataset name (:func:`fp32_reference`; computed here when None or missing a set). ``engine``:
+    an already prepared engine for (backend, precision) (else :func:`effsr.deploy.prepare` builds one, with
+    ``threads`` and, for int8, ``calibration``). A pair this machine cannot run raises
+    :class:`~effsr.errors.PrecisionError` before any image is processed.
+    """
+    from .deploy import prepare
+    from .deploy.precision import precision_name
+
+    name = precision_name(precision)
+    if engine is None:
+        engine = prepare(model, backend, threads=threads, precision=name, calibration=calibration)
+    sets = _cost_datasets(datasets, model_scale(model), data_root)
+    missing = [ds for ds in sets if reference is None or ds.name not in reference]
+    ref = dict(reference or {})
+    if missing:
+        ref.update(fp32_reference(model, missing, model_name=model_name))
+    costs = []
+    for ds in sets:
+        base = ref[ds.name]
+        low = evaluate(engine, ds, model_name=model_name)
+        if [r.name for r in low.images] != [r.name for r in base.images]:
+            raise ValueError(f"{ds.name}: the reference results are of other images")
+        worst = max(b.psnr_rgb - r.psnr_rgb for b, r in zip(base.images, low.images, strict=True))
+        costs.append(QualityCost(
+            model=model_name, dataset=ds.name, backend=backend, precision=name, images=len(low.images),
+            psnr_rgb_fp32=base.mean["psnr_rgb"], psnr_y_fp32=base.mean["psnr_y"], psnr_rgb=low.mean["psnr_rgb"],
+            psnr_y=low.mean["psnr_y"], worst_image_cost_rgb_db=float(worst)))
+    return costs
+
+
+def _cost_datasets(datasets: Sequence[str | os.PathLike[str] | EvalDataset], scale: int,
+                   data_root: str | os.PathLike[str] | None) -> list[EvalDataset]:
+    return [d if isinstance(d, EvalDataset) else find_dataset(d, scale=scale, data_root=data_root) for d in datasets]
+
+
+def quality_cost_markdown(costs: Sequence[QualityCost]) -> str:
+    """One row per (model, path): the PSNR cost (dB, RGB / Y) on each set and the RGB mean over the sets, with the
+    float32 eager PSNR it is measured from."""
+    sets = list(dict.fromkeys(c.dataset for c in costs))
+    rows: dict[tuple[str, str], dict[str, QualityCost]] = {}
+    for c in costs:
+        rows.setdefault((c.model, c.path), {})[c.dataset] = c
+    head = ["model", "path"] + [f"{d} fp32 RGB / cost RGB / cost Y (dB)" for d in sets] + [
+        "mean cost RGB (dB)", "worst image RGB (dB)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for (model, path), by_set in rows.items():
+        cells = [model, path]
+        for d in sets:
+            c = by_set.get(d)
+            cells.append("-" if c is None else f"{c.psnr_rgb_fp32:.4f} / {c.cost_rgb_db:+.4f} / {c.cost_y_db:+.4f}")
+        have = list(by_set.values())
+        cells.append(f"{np.mean([c.cost_rgb_db for c in have]):+.4f}")
+        cells.append(f"{max(c.worst_image_cost_rgb_db for c in have):+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------ writers

@@ -1,4 +1,4 @@
-"""``effsr bench``: time backends of zoo models with interleaved runs (see :mod:`effsr.bench`)."""
+"""``effsr bench``: time backends of zoo models, in each precision, with interleaved runs (see :mod:`effsr.bench`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import EffsrError
 from . import app, options
 
 
@@ -19,6 +20,10 @@ def bench_cmd(
     backend: Annotated[list[str] | None, typer.Option(
         "--backend", help="Backends: eager,fast,onnxruntime,openvino (comma-separated or repeated; default: every "
                          "installed one).")] = None,
+    precision: Annotated[list[str] | None, typer.Option(
+        "--precision", help="Precisions: fp32,bf16,int8 (comma-separated or repeated; default fp32). Each runs on "
+                            "every given backend that runs it, next to the float32 eager forward, with its own floor."
+    )] = None,
     threads: Annotated[list[str] | None, typer.Option(
         "--threads", help="CPU threads: 2, or 1,2,4 (comma-separated or repeated).")] = None,
     device: options.Device = "cpu",
@@ -30,12 +35,13 @@ def bench_cmd(
     ),
     explain: bool = typer.Option(
         False, "--explain", help="Time nothing: print the fast backend's graph passes, in order, with how often each "
-        "fired, for each model (at the first --lr-size; $EFFSR_DISABLE_PASSES leaves passes out)."
+        "fired, for each model (at the first --lr-size and --precision; $EFFSR_DISABLE_PASSES leaves passes out)."
     ),
     overwrite: options.Overwrite = False,
 ) -> None:
     """Median and IQR of the forward time, output megapixels/s and the distance to the arithmetic floor."""
-    from ..bench import BACKENDS, available_backends, explain_passes, run_benchmark
+    from ..bench import BACKENDS, available_backends, bench_pairs, explain_passes, run_benchmark
+    from ..deploy.precision import precision_name
     from ..sizes import parse_image_size
 
     models = options.split_list(model)
@@ -51,36 +57,47 @@ def bench_cmd(
     if not all(t.isdigit() and int(t) >= 1 for t in thread_list):
         raise typer.BadParameter(f"expected whole numbers >= 1, got {', '.join(thread_list)}", param_hint="'--threads'")
     thread_counts = [int(t) for t in thread_list]
+    precisions = [precision_name(p) for p in options.split_list(precision)] or ["fp32"]  # PrecisionError: exit 2
     options.check_outputs([json_path], overwrite=overwrite)
 
     if explain:
         for name in models:
             try:
-                engine = explain_passes(name, lr_size=sizes[0], threads=thread_counts[0], device=device)
+                engine = explain_passes(name, lr_size=sizes[0], threads=thread_counts[0], device=device,
+                                        precision=precisions[0])
+            except EffsrError:
+                raise
             except (KeyError, ValueError) as exc:
                 raise typer.BadParameter(str(exc).strip("'\""), param_hint="--model") from exc
             h, w = sizes[0]
-            if engine.pass_report is None:
-                typer.echo(f"{name}: the fast backend fell back to the plain channels-last forward (no graph passes)")
+            report = getattr(engine, "pass_report", None)
+            if report is None:
+                typer.echo(f"{name}: the fast backend ({precisions[0]}) runs no effsr graph passes (the plain "
+                           "channels-last forward, or a graph built by another stack)")
                 continue
-            err = engine.max_abs_vs_eager
+            err = getattr(engine, "max_abs_vs_eager", None)
             typer.echo(f"{name}: fast deploy graph at LR {w}x{h} (WxH), {str(engine.dtype).removeprefix('torch.')}, "
                        f"{len(engine.graph.graph.nodes)} nodes, max abs vs eager "
                        f"{'-' if err is None else f'{err:.1e}'}")
-            for line in engine.pass_report.lines():
+            for line in report.lines():
                 typer.echo("  " + line)
         return
 
+    bench_pairs(backends, precisions, device)  # a pair this machine cannot run: one line, exit 2, nothing timed
     err = Console(stderr=True)
-    report = run_benchmark(models, backends=backends, threads=thread_counts, lr_sizes=sizes, device=device, runs=runs,
-                           warmup=warmup, isolate=not in_process, on_progress=lambda msg: err.print(msg))
-    table = Table(title=f"{report.machine}; dense 3x3 conv {report.dense_conv_gflops:.0f} GFLOP/s (in-round median)")
-    for col in ("model", "backend", "threads", "LR WxH", "median ms", "IQR ms", "out MP/s", "x floor", "max abs"):
+    report = run_benchmark(models, backends=backends, precisions=precisions, threads=thread_counts, lr_sizes=sizes,
+                           device=device, runs=runs, warmup=warmup, isolate=not in_process,
+                           on_progress=lambda msg: err.print(msg))
+    rates = ", ".join(f"{p} {g:.0f}" for p, g in report.dense_gflops_by_precision.items())
+    table = Table(title=f"{report.machine}; dense 3x3 conv GFLOP/s (GOP/s for int8), in-round median: {rates}")
+    for col in ("model", "backend", "precision", "threads", "LR WxH", "median ms", "IQR ms", "out MP/s", "x floor",
+                "max abs"):
         table.add_column(col)
     for r in report.results:
         err_text = "-" if r.max_abs_vs_eager is None else f"{r.max_abs_vs_eager:.1e}"
-        table.add_row(r.model, r.backend, str(r.threads), f"{r.lr_size[1]}x{r.lr_size[0]}", f"{r.median_ms:.1f}",
-                      f"{r.iqr_ms:.1f}", f"{r.output_mpix_per_s:.2f}", f"{r.times_floor:.2f}", err_text)
+        table.add_row(r.model, r.backend, r.precision, str(r.threads), f"{r.lr_size[1]}x{r.lr_size[0]}",
+                      f"{r.median_ms:.1f}", f"{r.iqr_ms:.1f}", f"{r.output_mpix_per_s:.2f}", f"{r.times_floor:.2f}",
+                      err_text)
     options.table_console(stderr=options.is_stdout(json_path)).print(table)
     if json_path is not None:
         options.write_json_output(json_path, report.to_json(), overwrite=overwrite)

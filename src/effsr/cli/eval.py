@@ -36,6 +36,8 @@ def eval_cmd(
     ),
     device: options.Device = "cpu",
     backend: options.Backend = options.BackendChoice.fast,
+    precision: options.Precision = options.PrecisionChoice.fp32,
+    calibration: options.Calibration = None,
     threads: options.Threads = None,
     csv_path: Path | None = typer.Option(
         None, "--csv", help="Write per-image metrics to this CSV file ('-': standard output)."),
@@ -94,6 +96,12 @@ def eval_cmd(
 
     for spec in specs:  # a missing folder or an unknown name fails before any model loads
         _dataset(spec, 4, data_root)
+    if precision.value != "fp32":  # a precision this machine or backend cannot run fails before any model loads
+        from ..deploy.backends import require_backend
+        from ..deploy.precision import check_precision
+
+        require_backend(backend.value)
+        check_precision(precision.value, backend.value, device)
 
     stdout_taken = options.is_stdout(json_path) or options.is_stdout(csv_path)
     console = options.table_console(stderr=True)
@@ -109,7 +117,8 @@ def eval_cmd(
             cost = model_cost(net) if plot is not None or all_models else None
             if cost is not None:
                 costs[display] = cost
-            net = options.prepare(net, backend=backend.value, device=device, threads=threads)
+            net = options.prepare(net, backend=backend.value, device=device, threads=threads,
+                                  precision=precision.value, calibration=calibration)
             for spec in specs:
                 ds = _dataset(spec, net_scale, data_root)
                 save_dir = save_images / display / ds.name if save_images is not None else None
@@ -133,7 +142,7 @@ def eval_cmd(
     typer.echo(markdown_summary(results, per_image=per_image), err=stdout_taken)
     if all_models:
         typer.echo("\nLeaderboard (MACs: fvcore at LR 256x256, the NTIRE count; ms / image: this run's SR step, "
-                   f"--backend {backend.value}, on this machine)\n", err=stdout_taken)
+                   f"--backend {backend.value} --precision {precision.value}, on this machine)\n", err=stdout_taken)
         typer.echo(leaderboard_markdown(results, costs), err=stdout_taken)
     r = rules(year)
     for res in results:

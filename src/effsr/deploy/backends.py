@@ -37,7 +37,7 @@ from torch import nn
 from ..errors import DeviceError, MissingDependencyError
 from ..runtime import set_threads, single_thread, tune_glibc_malloc
 from ..tiling import tiling_of
-from .checks import FP32_TOLERANCE, example_image, input_channels
+from .checks import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, example_image, input_channels
 from .passes import NATIVE_PASSES, PipelineReport, build_deploy_graph, resolve_disabled
 from .precision import FLOAT_DTYPES, check_precision, precision_name
 from .reparam import cast_plain_tensors, reparameterize_model
@@ -109,9 +109,10 @@ def prepare(
     - ``tune_malloc`` (fast backend on Linux/glibc): keep freed memory in the process heap instead of returning it
       to the kernel, so the next forward reuses it without page faults (:func:`effsr.runtime.tune_glibc_malloc`).
       Process-wide.
-    - ``verify`` (fast backend, float32): run the example through the eager model and the deploy graph and fall back
+    - ``verify`` (fast backend): run the example through the float32 eager model and the deploy graph and fall back
       to the unfused channels-last forward (with a warning) if they differ by more than
-      :data:`~effsr.deploy.checks.FP32_TOLERANCE`.
+      :data:`~effsr.deploy.checks.FP32_TOLERANCE` (float32) or the precision's
+      :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE` (bfloat16, float16).
     - ``disable_passes`` (fast backend): names of graph passes to leave out (``effsr.deploy.passes.PASS_NAMES``;
       ``$EFFSR_DISABLE_PASSES`` adds to them), for A/B measurement and debugging.
     """
@@ -242,28 +243,8 @@ class FastEngine(Engine):
             log.warning("fast backend: graph rewrite failed for %s (%s: %s); using the channels-last forward",
                         type(model).__name__, type(exc).__name__, exc)
             graph, self.fused = _plain_deploy(base, device, dtype), False
-        if verify and self.fused and dtype == torch.float32:
-            with torch.inference_mode(), single_thread():
-                ref = base(example)
-
-            def error_of(g: nn.Module) -> float:
-                with torch.inference_mode(), single_thread():
-                    got = g(example.contiguous(memory_format=torch.channels_last))
-                    return (got.float() - ref.float()).abs().max().item()
-
-            err = error_of(graph)
-            if not err <= FP32_TOLERANCE and _has_native(graph):
-                log.warning("fast backend: the deploy graph of %s with native kernels differs from its eager "
-                            "forward by %.2e (> %.0e); rebuilding it without them", type(model).__name__, err,
-                            FP32_TOLERANCE)
-                with single_thread():
-                    graph = build_deploy_graph(base, example, dtype=dtype, disable_passes=disabled + NATIVE_PASSES)
-                err = error_of(graph)
-            self.max_abs_vs_eager = err
-            if not err <= FP32_TOLERANCE:
-                log.warning("fast backend: the deploy graph of %s differs from its eager forward by %.2e (> %.0e); "
-                            "using the channels-last forward", type(model).__name__, err, FP32_TOLERANCE)
-                graph, self.fused = _plain_deploy(base, device, dtype), False
+        if verify and self.fused:
+            graph = self._verified(graph, base, example, dtype, disabled, type(model).__name__)
         self.graph = graph
         # What the graph passes did (None when the engine fell back to the plain channels-last forward).
         self.pass_report: PipelineReport | None = getattr(graph, "pass_report", None) if self.fused else None
@@ -274,10 +255,54 @@ class FastEngine(Engine):
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return self._runner(x.contiguous(memory_format=torch.channels_last))
 
+    def _verified(self, graph: nn.Module, base: nn.Module, example: torch.Tensor, dtype: torch.dtype,
+                  disabled: tuple[str, ...], name: str) -> nn.Module:
+        """``graph`` if its output on ``example`` is within the dtype's tolerance of the float32 eager forward
+        (:data:`~effsr.deploy.checks.FP32_TOLERANCE`, or :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE` for
+        bfloat16 / float16: the low-precision graph is checked against float32, not against itself); else the graph
+        rebuilt without the passes that bring their own kernels (the native kernels, and in a low precision the
+        oneDNN pre-packing), else the plain channels-last forward in ``dtype``, each fallback with a warning.
+        Sets ``max_abs_vs_eager``."""
+        tol = FP32_TOLERANCE if dtype == torch.float32 else LOW_PRECISION_TOLERANCE[dtype]
+        with torch.inference_mode(), single_thread():
+            ref = base(example)
 
-def _has_native(graph: nn.Module) -> bool:
+        def error_of(g: nn.Module) -> float:
+            with torch.inference_mode(), single_thread():
+                got = g(example.to(dtype).contiguous(memory_format=torch.channels_last))
+                return (got.float() - ref.float()).abs().max().item()
+
+        err = error_of(graph)
+        own_kernels = _own_kernel_passes(graph, dtype)
+        if not err <= tol and own_kernels:
+            log.warning("fast backend: the %s deploy graph of %s differs from its float32 eager forward by %.2e "
+                        "(> %.0e); rebuilding it without %s", _dtype_name(dtype), name, err, tol,
+                        ", ".join(own_kernels))
+            with single_thread():
+                graph = build_deploy_graph(base, example, dtype=dtype, disable_passes=(*disabled, *own_kernels))
+            err = error_of(graph)
+        self.max_abs_vs_eager = err
+        if not err <= tol:
+            log.warning("fast backend: the %s deploy graph of %s differs from its float32 eager forward by %.2e "
+                        "(> %.0e); using the channels-last forward", _dtype_name(dtype), name, err, tol)
+            graph, self.fused = _plain_deploy(base, self.device, dtype), False
+            self.max_abs_vs_eager = error_of(graph)
+        return graph
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _own_kernel_passes(graph: nn.Module, dtype: torch.dtype) -> tuple[str, ...]:
+    """The passes that fired in ``graph`` and put in kernels of their own rather than PyTorch's operators: effsr's
+    native kernels, and in a low precision oneDNN's pre-packed weights (whose bfloat16 kernels exist only on CPUs
+    with AVX-512)."""
     report = getattr(graph, "pass_report", None)
-    return report is not None and any(report.fired(name) for name in NATIVE_PASSES)
+    if report is None:
+        return ()
+    names = NATIVE_PASSES + (("pack_weights",) if dtype != torch.float32 else ())
+    return tuple(n for n in names if report.fired(n))
 
 
 def _plain_deploy(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:

@@ -6,6 +6,7 @@ Each is an exact replacement (up to float summation order) of what the model com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -97,6 +98,43 @@ class FusedConv2d(nn.Module):
         return (f"{k}, stride={self.stride}, padding={self.padding}, groups={self.groups}, "
                 f"reflect_pad={self.reflect_pad}, "
                 f"binary={self.binary}{'(inplace)' if self.inplace else ''}, unary={self.unary}")
+
+
+@functools.cache
+def onednn_packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused convolution with pre-packed weights (:meth:`FusedConv2d.pack`) computes correctly in
+    ``dtype`` on this CPU, checked once per process on a small convolution against ``F.conv2d`` in float32.
+
+    Float32 always does. bfloat16 has oneDNN kernels on CPUs with AVX-512 (native with AVX-512 BF16 or AMX). Without
+    them the packing fails in one of two ways, so it is tested rather than assumed: on a CPU without AVX-512
+    (measured on an AVX2-only AMD EPYC VM) ``_reorder_convolution_weight`` raises ("bf16 path needs the cpu support
+    avx_ne_convert or avx512bw, avx512vl and avx512dq"), which used to fail the whole graph build and drop every
+    pass; under ``ONEDNN_MAX_CPU_ISA=AVX2`` on an AVX-512 CPU (the test suite's setting) PyTorch's check passes and
+    oneDNN was found to go wrong without raising. Either failure (an error, or a result off by more than bfloat16
+    rounding) leaves the weights unpacked: ``F.conv2d``, PyTorch's own bfloat16 path, with every other pass kept.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.float32:
+        return True
+    if dtype != torch.bfloat16:
+        return False
+    g = torch.Generator().manual_seed(0)
+    w = (torch.randn(16, 16, 3, 3, generator=g) * 0.1).to(dtype)
+    b = (torch.randn(16, generator=g) * 0.1).to(dtype)
+    x = torch.rand(1, 16, 12, 10, generator=g).to(dtype)
+    ref = F.conv2d(x.float(), w.float(), b.float(), padding=1)
+    conv = FusedConv2d(w, b, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    try:
+        conv.pack(xc.shape)
+        with torch.inference_mode():
+            got = conv(xc).float()
+    except RuntimeError:
+        return False
+    # Inputs and weights are exact in bfloat16 and the sums accumulate in float32: only the output's rounding
+    # (8 bits of mantissa, relative 2**-8) separates a correct result from the float32 one.
+    return bool(got.shape == ref.shape and (got - ref).abs().max() <= 2**-7 * ref.abs().max())
 
 
 def apply_unary(y: torch.Tensor, name: str, scalars: Sequence[float], inplace: bool = False) -> torch.Tensor:

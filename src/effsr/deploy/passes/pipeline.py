@@ -30,6 +30,7 @@ from torch import nn
 
 from .. import native as kernels
 from ..checks import FP32_TOLERANCE
+from ..ops import onednn_packs
 from ..reparam import cast_plain_tensors, reparameterize_model
 from .channels import pad_channels
 from .convs import merge_separable_depthwise, split_chunked_convs, split_concat_convs
@@ -85,12 +86,12 @@ NATIVE_PASSES: tuple[str, ...] = tuple(p.name for p in PIPELINE if p.family == "
 
 
 def _applies(p: Pass, ctx: BuildContext, packed: bool) -> bool:
-    """Whether the hardware and dtype allow ``p`` (the packed stage: oneDNN on CPU; native kernels: float32)."""
+    """Whether the hardware and dtype allow ``p`` (the packed stage: oneDNN on CPU in a dtype it packs correctly
+    here; native kernels: float32)."""
     if p.stage != "packed":
         return True
-    if p.name == "pack_weights":
-        return (ctx.device.type == "cpu" and torch.backends.mkldnn.is_available()
-                and ctx.dtype in (torch.float32, torch.bfloat16))
+    if p.name == "pack_weights":  # oneDNN, in a dtype it computes correctly here (ops.onednn_packs)
+        return ctx.device.type == "cpu" and onednn_packs(ctx.dtype)
     return packed and p.family == "native" and ctx.dtype == torch.float32 and ctx.native_available
 
 

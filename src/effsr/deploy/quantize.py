@@ -80,7 +80,7 @@ DEFAULT_FIDELITY_DB = 52.0
 # (torch.fake_quantize_*) on the example image, which checks the int8 kernels, not the quantization error (that is
 # measured against float32 and reported). Measured with nothing kept float: 28.0 dB (MDRN-S) to 35 dB (RLFN) on
 # working kernels (the simulation does not reproduce every kernel's rounding), 16.8 dB for RLFN with saturating int16
-# pair sums (full-range activations on a CPU without VNNI): the bound sits between.
+# pair sums (full-range activations on a CPU without VNNI): the bound sits between, and a value below it is a warning.
 VERIFY_FIDELITY_DB = 22.0
 # How many extra real conversions the search may spend when the simulated choice falls short on the real graph.
 MAX_REAL_STEPS = 8
@@ -585,10 +585,12 @@ class Int8Engine(Engine):
             self.fidelity_db = fidelity_db([got.clamp(0, 1)], [ref.clamp(0, 1)])
             self.kernel_fidelity_db = fidelity_db([got.clamp(0, 1)], [simulated.clamp(0, 1)])
             if not self.kernel_fidelity_db >= VERIFY_FIDELITY_DB:
-                raise PrecisionError(
-                    f"the int8 kernels of {type(deploy).__name__} are {self.kernel_fidelity_db:.1f} dB from the same "
-                    f"quantization simulated in float on the example (below {VERIFY_FIDELITY_DB:.0f} dB: broken int8 "
-                    f"kernels on this CPU?); use --precision fp32")
+                # A warning, not an error: the simulation does not model every quantized op (SAFMN-L, SPAN and DSCF
+                # measured 7.7-21.5 dB with working kernels), so a low value is a reason to look, not a proof.
+                log.warning("int8: the kernels of %s are %.1f dB from the same quantization simulated in float on "
+                            "the example (below %.0f dB: broken int8 kernels on this CPU, or ops the simulation does "
+                            "not model); %.1f dB from float32", type(deploy).__name__, self.kernel_fidelity_db,
+                            VERIFY_FIDELITY_DB, self.fidelity_db)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x.contiguous(memory_format=torch.channels_last))

@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning: the ``quant: int8`` stage of ``effsr train``.
 
 The stage trains the fake-quantized graph of the model's deploy form (re-parameterized, as int8 runs it): torch.ao's
-``prepare_qat_fx`` with the onednn QAT qconfig (moving-average activation ranges, per-channel weights), the same
+``prepare_qat_fx`` with the x86 QAT qconfig (moving-average activation ranges, per-channel weights), the same
 float-layer policy as post-training quantization (:mod:`effsr.deploy.quantize`; those nodes train without fake
 quantization, so the graph converted at the end is the graph trained). At the end of the stage the trained graph is
 converted to int8 and written as an int8 file, :data:`INT8_FILE` in the run folder, next to ``final.safetensors``

@@ -8,6 +8,7 @@ Tests of int8 arithmetic set ``$EFFSR_CPU_FLAGS`` to a VNNI CPU's flags so that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,15 +75,15 @@ def set5_crops(data_dir: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def seed_engines(weights_dir: Path, data_dir: Path) -> dict[str, Int8Engine]:
-    """Each seed model's int8 engine as ``prepare`` builds it: stored policy, default calibration (B100 crops)."""
-    import os
-
-    os.environ["EFFSR_CPU_FLAGS"] = VNNI_FLAGS  # module scope: monkeypatch is function-scoped
+def seed_engines(weights_dir: Path, data_dir: Path) -> Iterator[dict[str, Int8Engine]]:
+    """The cost models' int8 engines as ``prepare`` builds them (stored policy or everything int8), calibrated on
+    two B100 crops (enough for the bound, quick to observe)."""
     from effsr.deploy.calibration import calibration_images
 
-    images = calibration_images(limit=2, crop=64)  # two B100 crops: enough for the bound, quick to observe
-    return {name: prepare(effsr.load(name), "fast", precision="int8", calibration=images) for name in COST_MODELS}
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the function-scoped monkeypatch cannot serve here
+        mp.setenv("EFFSR_CPU_FLAGS", VNNI_FLAGS)
+        images = calibration_images(limit=2, crop=64)
+        yield {name: prepare(effsr.load(name), "fast", precision="int8", calibration=images) for name in COST_MODELS}
 
 
 def _cost(model: torch.nn.Module, engine: torch.nn.Module, crops: list[tuple[np.ndarray, np.ndarray]]) -> float:

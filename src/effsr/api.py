@@ -36,7 +36,7 @@ __all__ = ["upscale"]
 
 @functools.lru_cache(maxsize=4)
 def _prepared(model: str | None, weights: str | None, scale: int | None, backend: str, device: str,
-              threads: int | None, precision: str) -> nn.Module:
+              threads: int | None, precision: str | None) -> nn.Module:
     from .deploy import prepare
     from .models import load_model
 
@@ -46,7 +46,7 @@ def _prepared(model: str | None, weights: str | None, scale: int | None, backend
 
 
 def _model(model: str | os.PathLike[str] | nn.Module | None, weights: str | os.PathLike[str] | None,
-           scale: int | None, backend: str, device: str, threads: int | None, precision: str) -> nn.Module:
+           scale: int | None, backend: str, device: str, threads: int | None, precision: str | None) -> nn.Module:
     if isinstance(model, nn.Module):
         return model  # already built (and prepared, if the caller wants another backend)
     if model is None and weights is None:
@@ -66,7 +66,7 @@ def upscale(
     backend: str = "fast",
     device: str = "cpu",
     threads: int | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
     tile: int | None = None,
     tile_overlap: int | None = None,
     max_memory: int | str | None = None,

@@ -31,6 +31,9 @@ __all__ = [
     "unwrap_state_dict",
     "save_safetensors",
     "read_effsr_metadata",
+    "Int8Payload",
+    "is_int8_file",
+    "split_int8_tensors",
     "sha256_file",
     "state_dict_sha256",
 ]
@@ -260,6 +263,40 @@ def read_effsr_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise WeightsError(f"cannot read safetensors file {p}: {exc}") from exc
     raw = meta.get(EFFSR_META_KEY)
     return json.loads(raw) if raw else None
+
+
+# An int8 file (effsr.deploy.quantize.save_int8; docs/deploy.md, "int8") is an effsr safetensors file whose metadata
+# holds an "int8" entry: its float deploy weights sit under their usual keys, the observers' statistics under
+# INT8_PREFIX. The model loaded from it carries them as the attribute INT8_ATTR, which effsr.deploy.prepare turns
+# into the int8 graph.
+INT8_PREFIX = "int8."
+INT8_ATTR = "effsr_int8"
+
+
+@dataclass(frozen=True)
+class Int8Payload:
+    """What an int8 file adds to its float weights: the observers' tensors (keys without :data:`INT8_PREFIX`), the
+    ``int8`` metadata entry, and the architecture it was written for. Plain data: nothing here is executable."""
+
+    metadata: Mapping[str, Any]
+    tensors: Mapping[str, torch.Tensor]
+    model: str
+    kwargs: Mapping[str, Any]
+    source: str = ""
+
+
+def is_int8_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an effsr int8 file (a safetensors file whose effsr metadata has an ``int8`` entry)."""
+    meta = read_effsr_metadata(path) if Path(path).is_file() else None
+    return bool(meta and isinstance(meta.get("int8"), Mapping))
+
+
+def split_int8_tensors(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                          dict[str, torch.Tensor]]:
+    """(float weights, int8 tensors without their prefix) of an int8 file's tensors."""
+    floats = {k: v for k, v in state_dict.items() if not k.startswith(INT8_PREFIX)}
+    quant = {k[len(INT8_PREFIX):]: v for k, v in state_dict.items() if k.startswith(INT8_PREFIX)}
+    return floats, quant
 
 
 def copy_to_cache(src: str | os.PathLike[str], record: WeightsRecord) -> Path:

@@ -99,8 +99,9 @@ Scale = Annotated[int | None, typer.Option(
 Device = Annotated[str, typer.Option("--device", parser=parse_device, help="cpu, cuda or cuda:N.")]
 Backend = Annotated[BackendChoice, typer.Option("--backend", help="Inference engine (docs/deploy.md).")]
 Precision = Annotated[PrecisionChoice, typer.Option(
-    "--precision", help="Compute precision: fp32; bf16 (CPUs with AVX-512 BF16 or AMX, CUDA); int8 (CPUs with VNNI; "
-                        "fast and openvino backends); fp16 (CUDA). docs/deploy.md states each one's cost in dB.")]
+    "--precision", help="Compute precision (default fp32; int8 for an int8 weights file): fp32; bf16 (CPUs with "
+                        "AVX-512 BF16 or AMX, CUDA); int8 (CPUs with VNNI; fast and openvino backends); fp16 (CUDA). "
+                        "docs/deploy.md states each one's cost in dB.")]
 Calibration = Annotated[Path | None, typer.Option(
     "--calibration", exists=True, help="int8: a folder of images to calibrate on (default: 8 B100 LR crops; an int8 "
                                        "weights file carries its own).")]
@@ -205,7 +206,7 @@ def load_model(model: str | None, weights: Path | None, *, scale: int | None = N
     return effsr.load(model, weights, device=device, **kwargs)
 
 
-def prepare(net: nn.Module, *, backend: str, device: str, threads: int | None = None, precision: str = "fp32",
+def prepare(net: nn.Module, *, backend: str, device: str, threads: int | None = None, precision: str | None = None,
             compile: bool = False, calibration: Path | None = None) -> nn.Module:
     """``effsr.deploy.prepare``; a combination the engine cannot run (fp16 on onnxruntime, compile without the fast
     backend, bf16 on a CPU without BF16) is a usage error naming the flags."""

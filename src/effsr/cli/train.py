@@ -53,6 +53,8 @@ def train_cmd(
     if int(os.environ.get("RANK", "0")) == 0:
         val = ", ".join(f"{k} {v:.3f}" for k, v in result.val.items() if k != "images")
         typer.echo(f"wrote {result.final}" + (f" ({val})" if val else ""))
+        if result.int8 is not None:
+            typer.echo(f"wrote {result.int8} (int8; effsr upscale --weights {result.int8})")
 
 
 app.command("train")(train_cmd)

@@ -158,7 +158,7 @@ def upscale_cmd(
     max_memory: options.MaxMemory = None,
     backend: options.Backend = options.BackendChoice.fast,
     threads: options.Threads = None,
-    precision: options.Precision = options.PrecisionChoice.fp32,
+    precision: options.Precision = None,
     calibration: options.Calibration = None,
     compile_graph: bool = typer.Option(
         False, "--compile", help="torch.compile the fast path (slow start: compiles once per image size)."
@@ -227,8 +227,9 @@ def upscale_cmd(
     from ..infer import upscale_image, upscale_images
 
     net = options.load_model(model, weights, scale=scale, device="cpu")
-    net = options.prepare(net, backend=backend.value, device=device, threads=threads, precision=precision.value,
-                          compile=compile_graph, calibration=calibration)
+    net = options.prepare(net, backend=backend.value, device=device, threads=threads,
+                          precision=precision.value if precision else None, compile=compile_graph,
+                          calibration=calibration)
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())

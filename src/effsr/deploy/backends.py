@@ -76,7 +76,7 @@ def prepare(
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
-    precision: str | torch.dtype = "fp32",
+    precision: str | torch.dtype | None = None,
     example_size: tuple[int, int] = (64, 64),
     compile: bool = False,
     tune_malloc: bool = True,
@@ -95,7 +95,8 @@ def prepare(
       fastest exact PyTorch path, the default) or ``onnxruntime``.
     - ``threads``: CPU intra-op threads (:func:`effsr.runtime.set_threads`, process-wide; onnxruntime gets its own
       pool of that size).
-    - ``precision``: ``"fp32"`` (default), ``"fp16"``, ``"bf16"`` (or the torch dtype) or ``"int8"``, checked first
+    - ``precision``: None (default: ``"fp32"``, or ``"int8"`` for a model loaded from an int8 file, which runs int8
+      only, on the fast backend), ``"fp32"``, ``"fp16"``, ``"bf16"`` (or the torch dtype) or ``"int8"``, checked first
       by :func:`effsr.deploy.precision.check_precision` (a CPU without the kernels gets one clear line). fp16/bf16
       run the network in that dtype and return float32 (tolerances:
       :data:`~effsr.deploy.checks.LOW_PRECISION_TOLERANCE`); int8 runs a graph quantized after calibration on
@@ -118,6 +119,7 @@ def prepare(
     """
     require_backend(backend)
     dev = _device(device)
+    precision = _int8_file_precision(model, backend, precision)
     name = check_precision(precision, backend, dev)
     if compile and backend != "fast":
         raise ValueError("compile applies to the fast backend only")
@@ -149,6 +151,23 @@ def prepare(
     if tuned:
         engine.memory_safety_factor = TUNED_MALLOC_MEMORY_SAFETY_FACTOR
     return engine
+
+
+def _int8_file_precision(model: nn.Module, backend: str, precision: str | torch.dtype | None) -> str | torch.dtype:
+    """The precision to run: as given, fp32 by default, and int8 (only) for a model loaded from an int8 file."""
+    from ..errors import PrecisionError
+    from ..weights import INT8_ATTR
+
+    payload = getattr(model, INT8_ATTR, None)
+    if payload is None:
+        return "fp32" if precision is None else precision
+    if precision is not None and precision_name(precision) != "int8":
+        raise PrecisionError(f"{payload.source or 'this model'} is an int8 file: it runs --precision int8 (the "
+                             f"default for it); for {precision_name(precision)} use the float weights it was made from")
+    if backend != "fast":
+        raise PrecisionError(f"{payload.source or 'this model'} is an int8 file: it runs on --backend fast (its "
+                             f"quantization is torch.ao's), not {backend}")
+    return "int8"
 
 
 # Automatic tiling plans each tile's memory as the measured tensor peak times a safety factor (effsr.infer, 2.0). With

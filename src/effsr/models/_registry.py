@@ -21,11 +21,14 @@ from torch import nn
 
 from ..errors import InvalidValueError, UnknownModelError, WeightsMismatchError
 from ..weights import (
+    INT8_ATTR,
+    Int8Payload,
     WeightsError,
     WeightsRecord,
     read_effsr_metadata,
     read_state_dict,
     resolve_weights,
+    split_int8_tensors,
     state_dict_sha256,
 )
 
@@ -274,6 +277,8 @@ def load_model(
       model name the architecture comes from effsr metadata (safetensors) or is detected from the keys. A bare
       published file name that is not a file here (``"team24_spanf.pth"``) is found like its record.
     - ``load_model("some.pth")``: a path given as first argument is treated as ``weights``.
+    - an int8 file (:func:`effsr.deploy.quantize.save_int8`) gives its float deploy model carrying the int8 tensors
+      (:data:`effsr.weights.INT8_ATTR`): ``effsr.deploy.prepare`` runs it as int8.
     """
     if model is not None and weights is None and (
         Path(model).suffix in (".pth", ".pt", ".safetensors", ".ckpt") or os.sep in model
@@ -295,6 +300,13 @@ def load_model(
             record = next((r for r in spec.weights if r.file == path.name), None)
         wrapper = record.wrapper_key if record else None
         sd = read_state_dict(path, wrapper)
+        payload = None
+        if meta is not None and isinstance(meta.get("int8"), Mapping):
+            # An int8 file: the float deploy weights build the model as for any effsr file; the observers'
+            # statistics ride along for effsr.deploy.prepare (effsr.deploy.quantize).
+            sd, quant = split_int8_tensors(sd)
+            payload = Int8Payload(metadata=dict(meta["int8"]), tensors=quant, model=str(meta["model"]),
+                                  kwargs=dict(meta.get("kwargs", {})), source=str(path))
         if meta is not None and model is None:
             model = meta["model"]
             fixed = dict(meta.get("kwargs", {}))
@@ -313,6 +325,8 @@ def load_model(
         _check_conflicts(spec, fixed, kwargs, f"the weights file {path.name}")
         net = spec.builder(**{**fixed, **kwargs})
         load_state_dict_strict(net, sd, spec.name)
+        if payload is not None:
+            setattr(net, INT8_ATTR, payload)
         return _finish(net, device)
 
     assert model is not None

@@ -14,7 +14,9 @@ arguments. Each stage trains on its own ``train_data`` and validates on its own 
 Progress is a bar on a terminal and plain lines otherwise (:class:`_Console`).
 
 Run folder layout: ``recipe.yaml`` (the validated recipe), ``checkpoints/``, ``stage<k>_<name>.safetensors``
-(each stage's result), ``final.safetensors``, ``metrics.jsonl`` (losses, rate, validation), ``tb/``.
+(each stage's result), ``final.safetensors``, ``metrics.jsonl`` (losses, rate, validation), ``tb/``; a last stage
+with ``quant: int8`` (quantization-aware fine-tuning, :mod:`effsr.train.qat`) adds ``final_int8.safetensors``, the
+int8 file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, gather_obje
 from .ema import ModelEMA
 from .losses import get_loss
 from .preflight import RunPlan, plan_run
+from .qat import INT8_FILE, finish_qat, start_qat
 from .recipe import DataSource, Recipe, Stage
 from .schedule import lr_at
 from .tasks import DistillTask, SRTask
@@ -71,6 +74,7 @@ class RunResult:
     final: Path
     iterations: int  # optimizer steps run by this call (all stages)
     val: dict[str, float] = field(default_factory=dict)  # last validation (psnr_y, psnr_rgb)
+    int8: Path | None = None  # the int8 file of a run whose last stage is quant: int8
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -421,6 +425,7 @@ def _train(
     last_val: dict[str, float] = {}
     result: nn.Module | None = None
     first_stage = int(ckpt.state["stage"]) if ckpt else 0
+    int8_file: Path | None = None
 
     try:
         with console:
@@ -432,8 +437,14 @@ def _train(
                 start = int(ckpt.state["iteration"]) if mid_stage else 0
                 if not mid_stage:
                     _init_weights(model, plan, stage)
-                ema = ModelEMA(model, stage.ema_decay) if stage.ema_decay > 0 else None
-                params = [p for p in model.parameters() if p.requires_grad]
+                # The module this stage trains: the model, or for quant: int8 its fake-quantized deploy graph.
+                trained: nn.Module = model
+                if stage.quant is not None:
+                    trained = start_qat(model).to(di.device)
+                    console.note(f"stage {si + 1}: quantization-aware training of the {stage.quant} deploy graph "
+                                 f"(no EMA, no mid-stage checkpoints; docs/training.md)")
+                ema = ModelEMA(trained, stage.ema_decay) if stage.ema_decay > 0 and stage.quant is None else None
+                params = [p for p in trained.parameters() if p.requires_grad]
                 opt = torch.optim.Adam(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
                 scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
                 if mid_stage and ckpt is not None:
@@ -443,10 +454,10 @@ def _train(
                     if ckpt.state.get("scaler"):
                         scaler.load_state_dict(ckpt.state["scaler"])
                 ckpt = None
-                net: nn.Module = model
+                net: nn.Module = trained
                 if di.enabled:
                     ids = [di.device.index] if di.device.type == "cuda" else None
-                    net = DistributedDataParallel(model, device_ids=ids)
+                    net = DistributedDataParallel(trained, device_ids=ids)
                 pixel = get_loss(stage.loss)
                 task: SRTask
                 if stage.distill_weight > 0:
@@ -498,7 +509,7 @@ def _train(
                     scaler.step(opt)
                     scaler.update()
                     if ema is not None:
-                        ema.update(model)
+                        ema.update(trained)
                     steps_run += 1
                     done = it + 1
                     if done % recipe.log_every == 0 or done == n_iters:
@@ -507,21 +518,29 @@ def _train(
                         console.log(label, done, n_iters, host, rate)
                     console.progress(done)
                     if recipe.val_every and done % recipe.val_every == 0 and done < n_iters and val_images:
-                        last_val = validate(ema.module if ema else model, val_images, recipe.scale, di.device)
+                        last_val = validate(ema.module if ema else trained, val_images, recipe.scale, di.device)
                         log.scalars(offset + done, {f"val/{k}": v for k, v in last_val.items()},
                                     stage=si, iter=done)
                         console.validation(label, done, n_iters, val_name, last_val)
-                    if done % recipe.ckpt_every == 0 and done < n_iters:
+                    if done % recipe.ckpt_every == 0 and done < n_iters and stage.quant is None:
                         saver.save(si, done, model, ema, opt, scaler, done * global_batch)
 
                 # End of stage: validate, keep its weights, and mark it complete for --resume.
-                result = ema.module if ema is not None else model
+                result = ema.module if ema is not None else trained
                 if val_images:
                     last_val = validate(result, val_images, recipe.scale, di.device)
                     log.scalars(offset + n_iters, {f"val/{k}": v for k, v in last_val.items()},
                                 stage=si, iter=n_iters)
                     console.validation(label, n_iters, n_iters, val_name, last_val)
-                if di.is_main:
+                if stage.quant is not None:
+                    if di.is_main:
+                        int8_file = finish_qat(result, out / INT8_FILE)
+                    result = result.float_deploy()  # the fine-tuned float weights, in deploy form
+                    sd = result.state_dict()
+                    if di.is_main:
+                        save_safetensors(sd, _stage_file(out, si, stage), model=name,
+                                         kwargs=_deploy_kwargs(name, kwargs, sd))
+                elif di.is_main:
                     save_safetensors(result.state_dict(), _stage_file(out, si, stage), model=name, kwargs=kwargs)
                 if recipe.stage_init == "ema" and ema is not None:
                     model.load_state_dict(ema.state_dict())
@@ -533,9 +552,15 @@ def _train(
         torch.set_num_threads(threads_before)
 
     if result is None:  # every stage was already complete in the checkpoint we resumed from
-        result = build_model(name, **kwargs)
         last = len(recipe.stages) - 1
-        load_state_dict_strict(result, read_state_dict(_stage_file(out, last, recipe.stages[last])), name)
+        last_file = _stage_file(out, last, recipe.stages[last])
+        if recipe.stages[last].quant is not None:  # a deploy-form file with its own constructor arguments
+            result = load_model(weights=last_file, device=di.device)
+        else:
+            result = build_model(name, **kwargs)
+            load_state_dict_strict(result, read_state_dict(last_file), name)
+        if (out / INT8_FILE).is_file():
+            int8_file = out / INT8_FILE
     deploy = reparameterize_model(result).eval()
     sd = {k: v.detach().cpu() for k, v in deploy.state_dict().items()}
     final = out / "final.safetensors"
@@ -543,7 +568,8 @@ def _train(
         extra = {"recipe": recipe.name, "val": last_val} if last_val else {"recipe": recipe.name}
         save_safetensors(sd, final, model=name, kwargs=_deploy_kwargs(name, kwargs, sd), extra=extra)
     barrier()
-    return RunResult(out_dir=out, final=final, iterations=steps_run, val=last_val)
+    return RunResult(out_dir=out, final=final, iterations=steps_run, val=last_val,
+                     int8=int8_file if recipe.stages[-1].quant is not None else None)
 
 
 def _stage_file(out: Path, si: int, stage: Stage) -> Path:

@@ -88,6 +88,9 @@ class Stage(_Strict):
     init: str | None = None  # None: previous stage's weights (fresh init for stage 0); a path; or "official"
     hflip: bool = True
     rot: bool = True
+    # "int8": quantization-aware fine-tuning of the deploy graph (effsr.train.qat), the last stage only; the run
+    # then also writes the int8 file final_int8.safetensors.
+    quant: Literal["int8"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Stage:
@@ -135,6 +138,12 @@ class Recipe(_Strict):
                 raise ValueError(f"stages.{i}.patch_size {st.patch_size} is not a multiple of scale {self.scale}")
             if st.distill_weight > 0 and not self.teacher:
                 raise ValueError(f"stages.{i}.distill_weight > 0 needs a 'teacher'")
+            if st.quant is not None and i != len(self.stages) - 1:
+                raise ValueError(f"stages.{i}.quant: quantization-aware training must be the last stage (its result "
+                                 f"is the int8 file), but {len(self.stages) - 1 - i} stage(s) follow it")
+            if st.quant is not None and self.precision != "fp32":
+                raise ValueError(f"stages.{i}.quant trains fake-quantized graphs in float32: set precision: fp32, "
+                                 f"not {self.precision}")
         return self
 
     @property

@@ -21,7 +21,8 @@ overrides, all printed:
 * CPU: ``--jobs`` recipes at a time (2 by default, for a 2-core machine), each in its own process with ``--threads``
   training threads (1 by default with several jobs, 2 with ``--jobs 1``), one loader worker, the training set
   cached. The smoke models' convolutions on 24x24 LR patches are too small for two threads to share well: one
-  recipe after the other on 2 threads took 1240 s here (quiet), two at a time on 1 thread each finish sooner.
+  recipe after the other on 2 threads took 1240 s here (quiet, 600 iterations each), two at a time on 1 thread
+  each took 596 s with the default iterations (benchmarks/RESULTS.md).
 
 It prints one row per stage (Set5 PSNR-Y and PSNR-RGB of the stage's EMA weights) and the bicubic baseline from
 ``../shared/reference/metrics/Set5.json``, and exits 1 unless every recipe's final model beats bicubic in both

@@ -5,10 +5,13 @@ When ``CI=true`` a missing asset fails the run; elsewhere the test is skipped wi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -34,6 +37,16 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # The references were computed on 2 threads; keep the same count so reductions match.
 torch.set_num_threads(2)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` imported as module ``name`` (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def require(path: Path) -> Path:

@@ -9,10 +9,8 @@ run: bfloat16 weights and activations, float32 accumulation, the arithmetic of t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,7 @@ from effsr.evaluate import quality_cost
 from effsr.imageio import read_rgb_uint8
 from effsr.models import get_spec, list_models
 
-from .conftest import require
+from .conftest import load_benchmark, require
 
 ZOO = [name for name in list_models() if get_spec(name).weights]
 SEED = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
@@ -273,13 +271,7 @@ def test_each_precision_gets_its_own_floor(bf16_cpu: None, monkeypatch: pytest.M
 
 
 def _script(name: str):  # type: ignore[no-untyped-def]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_goal_table_renders_and_judges(tmp_path: Path) -> None:

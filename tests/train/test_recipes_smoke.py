@@ -4,27 +4,20 @@ the table has one Set5 row per stage plus bicubic, and the exit code says whethe
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from effsr.recipes import load_packaged_recipe
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "recipes_smoke.py"
+from ..conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def smoke():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("recipes_smoke", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recipes_smoke")
 
 
 def _small(smoke, name: str, data_dir: Path):  # type: ignore[no-untyped-def]

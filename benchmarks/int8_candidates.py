@@ -74,10 +74,9 @@ def ort_qdq(model, images, threads: int = 1):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from effsr.deploy import prepare
     from effsr.deploy.calibration import calibration_images
     from effsr.deploy.quantize import prepare_int8
-    from effsr.evaluate import evaluate, find_dataset
+    from effsr.evaluate import fp32_reference, quality_cost
     from effsr.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,19 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    ds = find_dataset("set5")
     images = calibration_images()
     out = json.loads(args.json.read_text()) if args.json.is_file() else {}
     for name in args.models.split(","):
         model = load_model(name)
-        fp32 = evaluate(prepare(model, "eager"), ds).mean
+        ref = fp32_reference(model, ["set5"], model_name=name)
         row = {}
         builds = {"torch.ao FX x86": lambda m=model: prepare_int8(m, policy="none"),
                   "onnxruntime QDQ": lambda m=model: ort_qdq(m, images)}
         for cand, build in builds.items():
             try:
-                m = evaluate(build(), ds).mean
-                row[cand] = {"cost_rgb_db": fp32["psnr_rgb"] - m["psnr_rgb"], "cost_y_db": fp32["psnr_y"] - m["psnr_y"]}
+                (c,) = quality_cost(model, ["set5"], precision="int8", model_name=name, reference=ref, engine=build())
+                row[cand] = {"cost_rgb_db": c.cost_rgb_db, "cost_y_db": c.cost_y_db}
             except Exception as exc:  # a candidate that cannot quantize this model is a result too
                 row[cand] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(name, cand, row[cand], flush=True)

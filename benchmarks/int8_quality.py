@@ -30,9 +30,8 @@ SETS = ("set5", "set14", "b100")
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from effsr.deploy import prepare
     from effsr.deploy.quantize import DEFAULT_FIDELITY_DB, prepare_int8, stored_policies
-    from effsr.evaluate import evaluate, find_dataset
+    from effsr.evaluate import fp32_reference, quality_cost
     from effsr.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -53,25 +52,26 @@ def main(argv: list[str] | None = None) -> int:
         policy = None if args.policy == "stored" else args.policy
         engine = prepare_int8(model, policy=policy, target_db=args.target_db)
         prep_s = time.perf_counter() - t0
-        ref = prepare(model, "eager")
+        sets = [s for s in args.sets.split(",") if s]
+        ref = fp32_reference(model, sets, model_name=name)
         row: dict = {"policy_source": engine.policy_source, "float_nodes": engine.float_nodes,
                      "layers": engine.layers, "example_fidelity_db": engine.fidelity_db,
                      "search": engine.search.as_dict() if engine.search else None,
                      "prepare_s_not_a_timing": round(prep_s, 1), "sets": {}}
-        for ds_name in [s for s in args.sets.split(",") if s]:
-            ds = find_dataset(ds_name)
-            fp32 = evaluate(ref, ds, model_name=name).mean
-            int8 = evaluate(engine, ds, model_name=name).mean
+        costs = quality_cost(model, sets, backend="fast", precision="int8", model_name=name, reference=ref,
+                             engine=engine)
+        for ds_name, c in zip(sets, costs, strict=True):
             row["sets"][ds_name] = {
-                "fp32_psnr_rgb": fp32["psnr_rgb"], "fp32_psnr_y": fp32["psnr_y"],
-                "int8_psnr_rgb": int8["psnr_rgb"], "int8_psnr_y": int8["psnr_y"],
-                "cost_rgb_db": fp32["psnr_rgb"] - int8["psnr_rgb"], "cost_y_db": fp32["psnr_y"] - int8["psnr_y"],
+                "fp32_psnr_rgb": c.psnr_rgb_fp32, "fp32_psnr_y": c.psnr_y_fp32,
+                "int8_psnr_rgb": c.psnr_rgb, "int8_psnr_y": c.psnr_y,
+                "cost_rgb_db": c.cost_rgb_db, "cost_y_db": c.cost_y_db,
             }
             if ds_name == "set5" and not args.no_baseline:
                 plain = prepare_int8(model, policy="none")
-                p = evaluate(plain, ds, model_name=name).mean
-                row["sets"][ds_name]["all_int8_cost_rgb_db"] = fp32["psnr_rgb"] - p["psnr_rgb"]
-                row["sets"][ds_name]["all_int8_cost_y_db"] = fp32["psnr_y"] - p["psnr_y"]
+                (p,) = quality_cost(model, [ds_name], backend="fast", precision="int8", model_name=name,
+                                    reference=ref, engine=plain)
+                row["sets"][ds_name]["all_int8_cost_rgb_db"] = p.cost_rgb_db
+                row["sets"][ds_name]["all_int8_cost_y_db"] = p.cost_y_db
                 row["all_int8_layers"] = plain.layers
             print(f"{name} {ds_name}: cost RGB {row['sets'][ds_name]['cost_rgb_db']:.4f} dB, "
                   f"Y {row['sets'][ds_name]['cost_y_db']:.4f} dB ({len(engine.float_nodes)} float nodes, "

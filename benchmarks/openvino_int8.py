@@ -26,9 +26,8 @@ os.environ.setdefault("EFFSR_CPU_FLAGS", "avx512_vnni")
 import torch  # noqa: E402
 
 import effsr  # noqa: E402
-from effsr.deploy import prepare  # noqa: E402
 from effsr.deploy.openvino import INT8_GROUPS, Int8Settings, OpenVinoEngine  # noqa: E402
-from effsr.evaluate import evaluate, find_dataset  # noqa: E402
+from effsr.evaluate import fp32_reference, quality_cost  # noqa: E402
 from effsr.runtime import cpu_name  # noqa: E402
 
 SETTINGS: dict[str, Int8Settings] = {
@@ -60,22 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {cpu_name()}, {args.threads} thread(s)")
     for name in args.models.split(","):
         model = effsr.load(name)
-        eager = prepare(model, "eager")
         for set_name in args.sets.split(","):
-            ds = find_dataset(set_name)
-            ref = evaluate(eager, ds, model_name=name).mean
+            ref = fp32_reference(model, [set_name], model_name=name)
             for label, settings in chosen:
                 t0 = time.perf_counter()
                 engine = OpenVinoEngine(model, device=torch.device("cpu"), threads=args.threads, precision="int8",
                                         int8_settings=settings, verify=False)
-                got = evaluate(engine, ds, model_name=name).mean
+                (c,) = quality_cost(model, [set_name], backend="openvino", precision="int8", model_name=name,
+                                    reference=ref, engine=engine)
                 row = {"model": name, "set": set_name, "setting": label, "settings": asdict(settings),
-                       "kept_float": len(engine.kept_float), "psnr_rgb_fp32": ref["psnr_rgb"],
-                       "psnr_rgb_int8": got["psnr_rgb"], "cost_rgb_db": ref["psnr_rgb"] - got["psnr_rgb"],
-                       "cost_y_db": ref["psnr_y"] - got["psnr_y"], "seconds": time.perf_counter() - t0}
+                       "kept_float": len(engine.kept_float), "psnr_rgb_fp32": c.psnr_rgb_fp32,
+                       "psnr_rgb_int8": c.psnr_rgb, "cost_rgb_db": c.cost_rgb_db,
+                       "cost_y_db": c.cost_y_db, "seconds": time.perf_counter() - t0}
                 rows.append(row)
-                print(f"{name:8s} {set_name:6s} {label:40s} kept {row['kept_float']:3d}  fp32 {ref['psnr_rgb']:.3f}"
-                      f"  int8 {got['psnr_rgb']:.3f}  cost RGB {row['cost_rgb_db']:.3f} dB  Y {row['cost_y_db']:.3f}"
+                print(f"{name:8s} {set_name:6s} {label:40s} kept {row['kept_float']:3d}  fp32 {c.psnr_rgb_fp32:.3f}"
+                      f"  int8 {c.psnr_rgb:.3f}  cost RGB {row['cost_rgb_db']:.3f} dB  Y {row['cost_y_db']:.3f}"
                       f" dB  ({row['seconds']:.0f} s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -246,11 +246,10 @@ def bench_pairs(backends: Sequence[str], precisions: Sequence[str] = ("fp32",), 
             able = [b for b, ps in BACKEND_PRECISIONS.items() if name in ps]
             raise PrecisionError(f"none of the backends {', '.join(backends)} runs {name}; add --backend "
                                  f"{' or '.join(able)}")
-        check_precision(name, runs[0], device)  # the machine's conditions: one line before any timing
     for backend in backends:
         for name in names:
             if name in BACKEND_PRECISIONS.get(backend, ()):
-                check_precision(name, backend, device)
+                check_precision(name, backend, device)  # the machine's conditions: one line before any timing
                 pairs.append((backend, name))
     return pairs
 

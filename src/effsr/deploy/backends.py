@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 BACKENDS = ("eager", "fast", "onnxruntime", "openvino")
 # The backends whose packages are optional: the module each imports and the pyproject extra that installs it.
 OPTIONAL_BACKENDS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
-# The float precisions by their command-line names (int8 and the checks: effsr.deploy.precision); fp16/bf16
-# tolerances: checks.LOW_PRECISION_TOLERANCE.
-PRECISIONS: dict[str, torch.dtype] = FLOAT_DTYPES
 
 
 def available_backends() -> tuple[str, ...]:
@@ -175,14 +172,6 @@ def _int8_file_precision(model: nn.Module, backend: str, precision: str | torch.
 # RLFN's fast path and 551-pixel tiles peaked at 2.91 GB against 1.68 GB for the eager forward with the same tiles
 # (benchmarks/RESULTS.md, "Memory"), so the fast engine plans with a larger factor (smaller tiles).
 TUNED_MALLOC_MEMORY_SAFETY_FACTOR = 3.0
-
-
-def precision_dtype(precision: str | torch.dtype) -> torch.dtype:
-    """The torch dtype of a float precision name (``fp32``, ``fp16``, ``bf16``) or of one of those dtypes."""
-    name = precision_name(precision)
-    if name not in FLOAT_DTYPES:
-        raise ValueError(f"{name} is not a float precision (choose from {', '.join(FLOAT_DTYPES)})")
-    return FLOAT_DTYPES[name]
 
 
 def _device(device: str | torch.device) -> torch.device:

@@ -8,6 +8,8 @@ Tests of int8 arithmetic set ``$EFFSR_CPU_FLAGS`` to a VNNI CPU's flags so that 
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,10 +140,15 @@ def test_int8_file_round_trip(tmp_path: Path, seed_engines: dict, runner: CliRun
     assert is_int8_file(path) and not is_int8_file(resolve_weights(effsr.get_spec("rlfn").default_weights))
     with pytest.raises(OutputExistsError):
         save_int8(engine, path)
-    loaded = load_int8(path)
-    assert loaded.float_nodes == engine.float_nodes and loaded.layers == engine.layers
     x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(loaded(x), engine(x))  # same weights, statistics and policy: the same int8 graph
+    with warnings.catch_warnings():  # loading and running an int8 file prints nothing (torch.ao's notices muted)
+        warnings.simplefilter("error")
+        loaded = load_int8(path)
+        out = loaded(x)
+    assert loaded.float_nodes == engine.float_nodes and loaded.layers == engine.layers
+    assert torch.equal(out, engine(x))  # same weights, statistics and policy: the same int8 graph
+    # No in-place quantized activation: torch's C++ quantized::leaky_relu warns on stderr at every such call.
+    assert not [n for n, m in loaded.graph.named_modules() if getattr(m, "inplace", False)]
     # effsr.load gives the float deploy model carrying the int8 tensors; prepare runs it as int8 by default ...
     net = effsr.load(weights=path)
     again = prepare(net, "fast")
@@ -185,6 +192,10 @@ def test_quant_stage_is_validated() -> None:
         load_recipe_text(base.replace("quant: int8", "quant: int4"))
     with pytest.raises(RecipeError, match="did you mean 'quant'"):
         load_recipe_text(base.replace("quant: int8", "quantize: int8"))
+    assert load_recipe_text(base.replace("quant: int8", "quant: int8, quant_policy: none")).stages[0].quant_policy \
+        == "none"
+    with pytest.raises(RecipeError, match="quant_policy"):  # a policy without a quant stage would be ignored
+        load_recipe_text(base.replace("quant: int8", "quant_policy: none"))
 
 
 def test_quantization_aware_training_ends_in_an_int8_file(tmp_path: Path, runner: CliRunner, data_dir: Path) -> None:
@@ -198,8 +209,8 @@ def test_quantization_aware_training_ends_in_an_int8_file(tmp_path: Path, runner
         PILImage.fromarray(small).resize((64, 64), PILImage.BICUBIC).save(hr / f"{i}.png")
     recipe = load_recipe_text(
         f"model: rlfn\ndevice: cpu\nthreads: 1\nworkers: 0\ntrain_data: [{{hr: {hr}}}]\nlog_every: 1\n"
-        "stages:\n  - {name: qat, iters: 3, patch_size: 64, batch_size: 2, lr: 1.0e-5, init: official, "
-        "ema_decay: 0.999, quant: int8}\n")
+        "teacher: rlfn\nstages:\n  - {name: qat, iters: 3, patch_size: 64, batch_size: 2, lr: 1.0e-5, init: official, "
+        "ema_decay: 0.999, quant: int8, distill_weight: 0.5}\n")  # distilled from the float model, as users do
     result = train(recipe, tmp_path / "run", progress=False)
     assert result.int8 == tmp_path / "run" / "final_int8.safetensors" and is_int8_file(result.int8)
     assert not is_int8_file(result.final)

@@ -99,6 +99,11 @@ def _quiet() -> Any:
     warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
     # effsr.deploy.precision has checked for VNNI before any int8 graph is built.
     warnings.filterwarnings("ignore", message=r".*reduce_range of false may have accuracy issues.*")
+    # The x86 qconfig asks its observers for the 7-bit range through reduce_range (the range chosen in
+    # qconfig_mapping), and torch 2.13 flags every quantized tensor it creates as a deprecated API (torch.ao is the
+    # stack chosen; RESULTS.md says why): facts about torch, nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*Please use quant_min and quant_max.*")
+    warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.ao\..*")
     return ctx
@@ -158,6 +163,9 @@ def deploy_model(model: nn.Module) -> nn.Module:
     m = reparameterize_model(model).eval().to("cpu", torch.float32)
     cast_plain_tensors(m, torch.device("cpu"), torch.float32)
     for mod in m.modules():
+        # Quantized activations run out of place (quantized::leaky_relu warns on every call otherwise).
+        if isinstance(getattr(mod, "inplace", None), bool):
+            mod.inplace = False
         # Quantized convolutions take integer padding only; 'same' with stride 1 and an odd effective kernel is
         # the symmetric padding k // 2 (the only 'same' the zoo declares: MDRN/MSN's ECCA).
         if isinstance(mod, nn.Conv2d) and isinstance(mod.padding, str):
@@ -820,6 +828,7 @@ class QatModel(nn.Module):
         self.float_nodes = list(float_nodes)
         self.non_traceable = list(non_traceable)
         self.info = info
+        self.scale = getattr(deploy, "scale", None)  # what the training tasks check (a teacher's scale must match)
         self._deploy = [deploy]  # a template for the float weights (kept out of the module tree)
         self._example = example
         self._disable_float_quantizers()

@@ -440,7 +440,7 @@ def _train(
                 # The module this stage trains: the model, or for quant: int8 its fake-quantized deploy graph.
                 trained: nn.Module = model
                 if stage.quant is not None:
-                    trained = start_qat(model).to(di.device)
+                    trained = start_qat(model, stage.quant_policy).to(di.device)
                     console.note(f"stage {si + 1}: quantization-aware training of the {stage.quant} deploy graph "
                                  f"(no EMA, no mid-stage checkpoints; docs/training.md)")
                 ema = ModelEMA(trained, stage.ema_decay) if stage.ema_decay > 0 and stage.quant is None else None

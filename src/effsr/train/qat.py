@@ -24,9 +24,13 @@ __all__ = ["INT8_FILE", "finish_qat", "start_qat"]
 INT8_FILE = "final_int8.safetensors"
 
 
-def start_qat(model: nn.Module) -> QatModel:
-    """The trainable fake-quantized deploy graph of ``model`` (on the CPU; move it to the training device)."""
-    return prepare_qat(model)
+def start_qat(model: nn.Module, policy: str = "stored") -> QatModel:
+    """The trainable fake-quantized deploy graph of ``model`` (on the CPU; move it to the training device).
+
+    ``policy`` is the stage's ``quant_policy``: "stored" (effsr's measured float-layer policy for the architecture,
+    every layer int8 without one), "none" (every layer int8) or "search".
+    """
+    return prepare_qat(model, policy=None if policy == "stored" else policy)
 
 
 def finish_qat(qat: QatModel, path: Path) -> Path:

@@ -91,6 +91,10 @@ class Stage(_Strict):
     # "int8": quantization-aware fine-tuning of the deploy graph (effsr.train.qat), the last stage only; the run
     # then also writes the int8 file final_int8.safetensors.
     quant: Literal["int8"] | None = None
+    # Which layers of a quant stage stay float (trained without fake quantization): "stored", the measured policy
+    # effsr ships for the architecture (every layer int8 where it has none); "none", every layer int8; "search", a
+    # sensitivity search on the calibration images before training (effsr.deploy.quantize.search_policy).
+    quant_policy: Literal["stored", "none", "search"] = "stored"
 
     @model_validator(mode="after")
     def _check(self) -> Stage:
@@ -100,6 +104,8 @@ class Stage(_Strict):
             raise ValueError(f"milestones must lie in (0, iters={self.iters}), got {self.milestones}")
         if self.warmup_iters >= self.iters:
             raise ValueError(f"warmup_iters {self.warmup_iters} must be below iters {self.iters}")
+        if self.quant is None and self.quant_policy != "stored":
+            raise ValueError(f"quant_policy {self.quant_policy!r} applies to a quant stage only: add quant: int8")
         return self
 
 

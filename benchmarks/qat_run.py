@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     row = {
         "model": args.model, "policy": args.policy, "float_nodes": len(engine.float_nodes),
         "layers": engine.layers, "iters": args.iters, "patch": args.patch, "batch": args.batch, "lr": args.lr,
-        "loss": args.loss, "distill_from_fp32": args.distill, "train_data": f"{args.train} HR (LR by MATLAB bicubic)", "threads": args.threads,
+        "loss": args.loss, "distill_from_fp32": args.distill,
+        "train_data": f"{args.train} HR (LR by MATLAB bicubic)", "threads": args.threads,
         "train_wall_s_not_a_timing": round(train_s, 1), "int8_file": str(result.int8),
         "sets": {c.dataset: {"fp32_psnr_rgb": c.psnr_rgb_fp32, "int8_psnr_rgb": c.psnr_rgb,
                              "cost_rgb_db": c.cost_rgb_db, "cost_y_db": c.cost_y_db} for c in costs},

@@ -9,7 +9,6 @@ Tests of int8 arithmetic set ``$EFFSR_CPU_FLAGS`` to a VNNI CPU's flags so that 
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -247,7 +247,7 @@ class OpenVinoEngine(Engine):
         self.net = _deploy_copy(model)
         self.channels = input_channels(self.net)
         self._calibration = calibration
-        self._compiled: dict[tuple[int, ...], Any] = {}  # input shape -> (compiled model, its infer request)
+        self._compiled: dict[tuple[Any, ...], Any] = {}  # shape or ("perf_count", *shape) -> (model, request)
         self._graphs: dict[tuple[int, ...] | None, Any] = {}
         self.kept_float: list[str] = []
         self.max_abs_vs_eager: float | None = None
@@ -304,10 +304,13 @@ class OpenVinoEngine(Engine):
         self.kept_float = sensitive_nodes(graph, self.int8_settings.keep_float)
         return quantize_int8(graph, arrays, self.int8_settings)
 
-    def _compile(self, graph: Any, precision: str) -> tuple[Any, Any]:
-        """(compiled model, an infer request of it) for ``graph`` at ``precision``."""
+    def _compile(self, graph: Any, precision: str, *, perf_count: bool = False) -> tuple[Any, Any]:
+        """(compiled model, an infer request of it) for ``graph`` at ``precision``; ``perf_count`` turns on the
+        plugin's per-node performance counters."""
         config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": OV_PRECISION[precision]}
+        if perf_count:
+            config["PERF_COUNT"] = True
         with uncapped_isa():
             compiled = self._core.compile_model(graph, "CPU", config)
         return compiled, compiled.create_infer_request()
@@ -325,6 +328,18 @@ class OpenVinoEngine(Engine):
                 graph = self._graphs[shape]
             self._compiled[shape] = self._compile(graph, self.precision)
         return self._compiled[shape]
+
+    def profiled_request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request of this engine's graph for ``shape``, compiled like :meth:`run`'s (same precision and
+        threads) with the per-node performance counters on (``request.profiling_info``; effsr.deploy.node_times)."""
+        key = ("perf_count", *shape)
+        if key not in self._compiled:
+            self._compiled_for(shape)  # converts (and for int8 quantizes) the graph for this shape if needed
+            graph = self._graphs[None].clone() if self.dynamic else self._graphs[shape]
+            if self.dynamic:
+                graph.reshape(self._ov.PartialShape(list(shape)))
+            self._compiled[key] = self._compile(graph, self.precision, perf_count=True)
+        return self._compiled[key][1]
 
     def capabilities(self) -> str:
         """OpenVINO's CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (``FP32 BF16 INT8 ...``)."""

@@ -1,11 +1,12 @@
 """int8: what quantization-aware fine-tuning recovers, measured through ``effsr train`` and the int8 file it writes.
 
 One ``effsr train`` run of a single ``quant: int8`` stage from the official weights (``init: official``), on the HR
-images of a training folder (B100 by default: the only training-sized folder in the assets; LR made on the fly by
-the MATLAB bicubic resize), then the int8 file ``<run>/final_int8.safetensors`` is loaded as ``effsr upscale
---weights`` loads it and scored against the float32 eager forward of the official weights with the challenge
-protocol (``effsr.evaluate.quality_cost``). The sets scored should not include the training folder: by default
-Set5 and Set14. Quality only, no timing (PSNR is deterministic; the run's wall time is reported, nothing more).
+images of a training folder (B100 by default: the only training-sized folder in the assets; its LR_bicubic/X4
+images where present, else LR made on the fly by the MATLAB bicubic resize), then the int8 file
+``<run>/final_int8.safetensors`` is loaded as ``effsr upscale --weights`` loads it and scored against the float32
+eager forward of the official weights with the challenge protocol (``effsr.evaluate.quality_cost``). The sets scored
+should not include the training folder: by default Set5 and Set14. Quality only, no timing (PSNR is deterministic;
+the run's wall time is reported, nothing more).
 
     EFFSR_WEIGHTS_DIR=../shared/weights EFFSR_CPU_FLAGS="avx2 fma avx512_vnni" \\
         .venv/bin/python benchmarks/qat_run.py --model rlfn --policy none --iters 400
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model, "policy": args.policy, "float_nodes": len(engine.float_nodes),
         "layers": engine.layers, "iters": args.iters, "patch": args.patch, "batch": args.batch, "lr": args.lr,
         "loss": args.loss, "distill_from_fp32": args.distill,
-        "train_data": f"{args.train} HR (LR by MATLAB bicubic)", "threads": args.threads,
+        "train_data": f"{args.train} HR" + (" + LR_bicubic/X4" if train_lr.is_dir() else " (LR by MATLAB bicubic)"),
+        "threads": args.threads,
         "train_wall_s_not_a_timing": round(train_s, 1), "int8_file": str(result.int8),
         "sets": {c.dataset: {"fp32_psnr_rgb": c.psnr_rgb_fp32, "int8_psnr_rgb": c.psnr_rgb,
                              "cost_rgb_db": c.cost_rgb_db, "cost_y_db": c.cost_y_db} for c in costs},

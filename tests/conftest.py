@@ -25,7 +25,9 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 
 import torch  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
 
+from effsr.imageio import read_rgb_uint8  # noqa: E402
 from effsr.runtime import single_thread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 ZOO_2025_2026 = ("efdn", "dscf", "spanf", "safmnv3", "espan", "pds", "pkdsr", "disp", "dscf_fused", "spanv2")
 ASSETS = Path(os.environ.get("EFFSR_ASSETS", REPO.parent / "shared")).resolve()
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The side of the LR centre crops of the set5_crops folder.
+SET5_CROP = 36
 
 # The references were computed on 2 threads; keep the same count so reductions match.
 torch.set_num_threads(2)
@@ -77,6 +81,25 @@ def data_dir(assets: Path) -> Path:
 @pytest.fixture(scope="session")
 def reference_dir(assets: Path) -> Path:
     return require(assets / "reference")
+
+
+@pytest.fixture(scope="session")
+def set5_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Set5 as a dataset folder of centre crops: LR ``SET5_CROP`` x ``SET5_CROP`` (smaller images whole) and the HR
+    to match (the low-precision cost tests and ``effsr eval`` on other backends)."""
+    out = tmp_path_factory.mktemp("set5_crops")
+    (out / "HR").mkdir()
+    (out / "LR_bicubic" / "X4").mkdir(parents=True)
+    for lr_path in sorted(require(data_dir / "Set5" / "LR_bicubic" / "X4").glob("*.png")):
+        lr = read_rgb_uint8(lr_path)
+        hr = read_rgb_uint8(data_dir / "Set5" / "HR" / lr_path.name)
+        h, w = lr.shape[:2]
+        top, left = max(0, (h - SET5_CROP) // 2), max(0, (w - SET5_CROP) // 2)
+        lr_c = lr[top:top + SET5_CROP, left:left + SET5_CROP]
+        hr_c = hr[4 * top:4 * (top + lr_c.shape[0]), 4 * left:4 * (left + lr_c.shape[1])]
+        PILImage.fromarray(lr_c).save(out / "LR_bicubic" / "X4" / lr_path.name)
+        PILImage.fromarray(hr_c).save(out / "HR" / lr_path.name)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -26,10 +26,9 @@ from effsr.deploy.passes import NATIVE_PASSES
 from effsr.deploy.precision import CPU_FLAGS_ENV, check_precision, cpu_supports
 from effsr.errors import PrecisionError
 from effsr.evaluate import quality_cost
-from effsr.imageio import read_rgb_uint8
 from effsr.models import get_spec, list_models
 
-from .conftest import load_benchmark, require
+from .conftest import load_benchmark
 
 ZOO = [name for name in list_models() if get_spec(name).weights]
 SEED = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
@@ -43,7 +42,6 @@ PLAIN_CPU = "sse4_2 avx avx2 fma"
 # is that with ~1.6x margin, and still far below what a broken low-precision path loses (a plain int8 quantization
 # lost 3 to 7 dB on these models).
 BF16_CROP_BUDGET_DB = 0.1
-CROP = 36
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,24 +54,6 @@ def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CPU_FLAGS_ENV, PLAIN_CPU)
-
-
-@pytest.fixture(scope="module")
-def set5_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Set5 as a dataset folder of centre crops: LR ``CROP`` x ``CROP`` (smaller images whole) and the HR to match."""
-    out = tmp_path_factory.mktemp("set5_crops")
-    (out / "HR").mkdir()
-    (out / "LR_bicubic" / "X4").mkdir(parents=True)
-    for lr_path in sorted(require(data_dir / "Set5" / "LR_bicubic" / "X4").glob("*.png")):
-        lr = read_rgb_uint8(lr_path)
-        hr = read_rgb_uint8(data_dir / "Set5" / "HR" / lr_path.name)
-        h, w = lr.shape[:2]
-        top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
-        lr_c = lr[top:top + CROP, left:left + CROP]
-        hr_c = hr[4 * top:4 * (top + lr_c.shape[0]), 4 * left:4 * (left + lr_c.shape[1])]
-        PILImage.fromarray(lr_c).save(out / "LR_bicubic" / "X4" / lr_path.name)
-        PILImage.fromarray(hr_c).save(out / "HR" / lr_path.name)
-    return out
 
 
 # ---- the rules --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ No timing here.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 from pathlib import Path
@@ -191,3 +192,19 @@ def test_missing_openvino_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_cpu_only() -> None:
     with pytest.raises(DeviceError, match="cpu only"):
         OpenVinoEngine(nn.Conv2d(3, 3, 3), device=torch.device("cuda"))
+
+
+def test_eval_runs_the_openvino_backend(set5_crops: Path, tmp_path: Path, weights_dir: Path) -> None:
+    """``effsr eval --backend openvino`` scores the same PSNR as eager (fp32 OpenVINO is within FP32_TOLERANCE, a
+    fraction of one uint8 step, so at most a rare rounding flip)."""
+    runner = CliRunner()
+    means = {}
+    for backend in ("eager", "openvino"):
+        js = tmp_path / f"{backend}.json"
+        result = runner.invoke(app, ["eval", str(set5_crops), "-m", "rlfn", "--backend", backend, "--threads", "1",
+                                     "--json", str(js)])
+        assert result.exit_code == 0, result.output
+        data = json.loads(js.read_text())
+        means[backend] = data["mean"]
+    assert means["openvino"]["psnr_rgb"] == pytest.approx(means["eager"]["psnr_rgb"], abs=1e-3)
+    assert means["openvino"]["psnr_y"] == pytest.approx(means["eager"]["psnr_y"], abs=1e-3)

@@ -17,7 +17,14 @@ from torch import nn
 
 import effsr
 from effsr.deploy import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, build_deploy_graph, prepare
-from effsr.deploy.ops import FusedConv2d, channel_layer_norm_1e6, pixel_shuffle_nchw, window_variance
+from effsr.deploy.ops import (
+    FusedConv2d,
+    apply_unary,
+    channel_layer_norm_1e6,
+    gelu_dense_,
+    pixel_shuffle_nchw,
+    window_variance,
+)
 from effsr.deploy.passes import DISABLE_ENV, NATIVE_PASSES, PASS_NAMES, pipeline, trace_with_leaves
 from effsr.imageio import read_rgb_uint8, uint8_to_tensor
 from effsr.tiling import TilingSpec
@@ -463,3 +470,18 @@ def test_checking_each_pass_names_the_one_that_broke_the_output(monkeypatch: pyt
                                                      for p in pipeline.PIPELINE))
     with pytest.raises(AssertionError, match="fuse_conv_unary"):
         build_deploy_graph(module, x, check_each_pass=True)
+
+
+def test_gelu_on_channels_last_equals_the_nchw_forward() -> None:
+    """The engine's GELU runs on the flat view of a channels-last tensor: in place, and bit for bit the value the
+    NCHW eager forward computes."""
+    x = torch.randn(1, 28, 19, 23, generator=torch.Generator().manual_seed(0))
+    ref = F.gelu(x)
+    y = x.contiguous(memory_format=torch.channels_last)
+    out = gelu_dense_(y)
+    assert out is y and y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, ref)
+    z = x.contiguous(memory_format=torch.channels_last)
+    got = apply_unary(z, "gelu", [])  # out of place: the input stays
+    assert torch.equal(got, ref) and torch.equal(z, x) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(gelu_dense_(x.clone()), ref)  # NCHW: the plain in-place op

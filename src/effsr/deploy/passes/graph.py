@@ -12,7 +12,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..ops import FusedConv2d, channel_layer_norm_1e6, pixel_shuffle_nchw, window_variance
+from ..ops import FusedConv2d, channel_layer_norm_1e6, gelu_dense_, pixel_shuffle_nchw, window_variance
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def replace_with_value(gm: fx.GraphModule, node: fx.Node, value: Any) -> None:
 
 # In-place ops return their first argument: fresh exactly when that argument is.
 INPLACE_METHODS = {"add_", "mul_", "sub_", "div_", "pow_"}
-INPLACE_FUNCTIONS = {torch.ops.aten.gelu_, torch.relu_, torch.sigmoid_}
+INPLACE_FUNCTIONS = {torch.ops.aten.gelu_, gelu_dense_, torch.relu_, torch.sigmoid_}
 
 
 # Producers that always return a fresh tensor (never a view of an input): safe to overwrite once dead.

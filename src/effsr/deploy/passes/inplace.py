@@ -8,9 +8,10 @@ import operator
 import torch
 import torch.fx as fx
 
+from ..ops import gelu_dense_
 from .graph import ADD, MUL, BuildContext, is_fresh, is_number, meta_dtype, meta_shape, unary_of
 
-_INPLACE_UNARY = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
+_INPLACE_UNARY = {"gelu": gelu_dense_, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
 def inplace_elementwise(gm: fx.GraphModule, ctx: BuildContext) -> int:

@@ -83,6 +83,18 @@ def reference_dir(assets: Path) -> Path:
     return require(assets / "reference")
 
 
+def eval_mean(folder: Path, model: str, out: Path, *options: str) -> dict:
+    """``effsr eval FOLDER -m MODEL --threads 1 --json OUT OPTIONS...`` through the CLI; its JSON's ``mean``."""
+    from typer.testing import CliRunner
+
+    from effsr.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(folder), "-m", model, "--threads", "1", "--json", str(out),
+                                      *options])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text())["mean"]
+
+
 @pytest.fixture(scope="session")
 def set5_crops(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Set5 as a dataset folder of centre crops: LR ``SET5_CROP`` x ``SET5_CROP`` (smaller images whole) and the HR

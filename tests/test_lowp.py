@@ -28,7 +28,7 @@ from effsr.errors import PrecisionError
 from effsr.evaluate import quality_cost
 from effsr.models import get_spec, list_models
 
-from .conftest import load_benchmark
+from .conftest import eval_mean, load_benchmark
 
 ZOO = [name for name in list_models() if get_spec(name).weights]
 SEED = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
@@ -208,13 +208,8 @@ def test_bf16_psnr_cost_on_set5_crops(name: str, zoo, set5_crops: Path, bf16_cpu
 
 def test_eval_and_bench_take_precisions(bf16_cpu: None, set5_crops: Path, tmp_path: Path, weights_dir: Path) -> None:
     runner = CliRunner()
-    runs = {}
-    for precision in ("fp32", "bf16"):
-        js = tmp_path / f"{precision}.json"
-        result = runner.invoke(app, ["eval", str(set5_crops), "-m", "rlfn", "--precision", precision, "--threads", "1",
-                                     "--json", str(js)])
-        assert result.exit_code == 0, result.output
-        runs[precision] = json.loads(js.read_text())["mean"]["psnr_rgb"]
+    runs = {p: eval_mean(set5_crops, "rlfn", tmp_path / f"{p}.json", "--precision", p)["psnr_rgb"]
+            for p in ("fp32", "bf16")}
     assert runs["fp32"] != runs["bf16"] and abs(runs["fp32"] - runs["bf16"]) <= BF16_CROP_BUDGET_DB
 
     js = tmp_path / "bench.json"

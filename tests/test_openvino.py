@@ -10,7 +10,6 @@ No timing here.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 from pathlib import Path
@@ -31,7 +30,7 @@ from effsr.errors import DeviceError, MissingDependencyError, PrecisionError
 from effsr.imageio import read_rgb_uint8, tensor_to_uint8, uint8_to_tensor
 from effsr.infer import upscale
 
-from .conftest import ZOO_2025_2026
+from .conftest import ZOO_2025_2026, eval_mean
 
 # Every zoo model but MSN and MDRN, whose conversion alone takes 30 s here (MSN's graph has 3,448 nodes): they were
 # checked the same way outside the suite (docs/deploy.md, "OpenVINO"), and MDRN-S, MDRN's small sibling, is here.
@@ -197,14 +196,6 @@ def test_cpu_only() -> None:
 def test_eval_runs_the_openvino_backend(set5_crops: Path, tmp_path: Path, weights_dir: Path) -> None:
     """``effsr eval --backend openvino`` scores the same PSNR as eager (fp32 OpenVINO is within FP32_TOLERANCE, a
     fraction of one uint8 step, so at most a rare rounding flip)."""
-    runner = CliRunner()
-    means = {}
-    for backend in ("eager", "openvino"):
-        js = tmp_path / f"{backend}.json"
-        result = runner.invoke(app, ["eval", str(set5_crops), "-m", "rlfn", "--backend", backend, "--threads", "1",
-                                     "--json", str(js)])
-        assert result.exit_code == 0, result.output
-        data = json.loads(js.read_text())
-        means[backend] = data["mean"]
+    means = {b: eval_mean(set5_crops, "rlfn", tmp_path / f"{b}.json", "--backend", b) for b in ("eager", "openvino")}
     assert means["openvino"]["psnr_rgb"] == pytest.approx(means["eager"]["psnr_rgb"], abs=1e-3)
     assert means["openvino"]["psnr_y"] == pytest.approx(means["eager"]["psnr_y"], abs=1e-3)

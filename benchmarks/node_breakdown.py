@@ -79,12 +79,10 @@ def matched_convs(row: dict) -> list[dict]:
 
 
 def kinds(nodes: list[dict]) -> dict[str, dict]:
-    acc: dict[str, dict] = {}
-    for n in nodes:
-        row = acc.setdefault(n["kind"], {"ms": 0.0, "nodes": 0})
-        row["ms"] += n["ms"]
-        row["nodes"] += 1
-    return dict(sorted(acc.items(), key=lambda kv: -kv[1]["ms"]))
+    """Total ms and node count per kind of the JSON rows (effsr.deploy.node_times.by_kind)."""
+    from effsr.deploy.node_times import NodeTime, by_kind
+
+    return by_kind([NodeTime(**n) for n in nodes])
 
 
 def render(data: dict, top: int = 4) -> str:

@@ -329,9 +329,16 @@ class OpenVinoEngine(Engine):
             self._compiled[shape] = self._compile(graph, self.precision)
         return self._compiled[shape]
 
+    def node_counters(self, x: torch.Tensor) -> list[Any]:
+        """One forward of ``x`` through :meth:`profiled_request`: the plugin's per-node counters (``ProfilingInfo``:
+        node name, type, kernel, time), as effsr.deploy.node_times reads them."""
+        request = self.profiled_request(tuple(x.shape))
+        _infer(request, x)
+        return list(request.profiling_info)
+
     def profiled_request(self, shape: tuple[int, ...]) -> Any:
         """An infer request of this engine's graph for ``shape``, compiled like :meth:`run`'s (same precision and
-        threads) with the per-node performance counters on (``request.profiling_info``; effsr.deploy.node_times)."""
+        threads) with the per-node performance counters on (``request.profiling_info``)."""
         key = ("perf_count", *shape)
         if key not in self._compiled:
             self._compiled_for(shape)  # converts (and for int8 quantizes) the graph for this shape if needed

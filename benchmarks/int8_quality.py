@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = fp32_reference(model, sets, model_name=name)
         row: dict = {"policy_source": engine.policy_source, "float_nodes": engine.float_nodes,
                      "layers": engine.layers, "example_fidelity_db": engine.fidelity_db,
+                     "activation_bits": engine.activation_bits,
                      "search": engine.search.as_dict() if engine.search else None,
                      "prepare_s_not_a_timing": round(prep_s, 1), "sets": {}}
         costs = quality_cost(model, sets, backend="fast", precision="int8", model_name=name, reference=ref,
@@ -89,12 +90,16 @@ def write_policy(name: str, engine, policies: dict) -> None:  # type: ignore[no-
 
     arch = engine.info["architecture"]
     policies = dict(policies)
-    policies[name] = {"architecture": arch[0], "kwargs": arch[1], "float_nodes": engine.float_nodes,
-                      "search": engine.search.as_dict(), "calibration": engine.info["calibration"]}
+    bits = engine.activation_bits
+    policies[name if bits == 7 else f"{name}@{bits}bit"] = {
+        "architecture": arch[0], "kwargs": arch[1], "activation_bits": bits, "float_nodes": engine.float_nodes,
+        "search": engine.search.as_dict(), "calibration": engine.info["calibration"]}
     payload = {"_comment": "The zoo's int8 float-layer policies: torch.fx node names of the deploy graph kept in "
                            "float32, searched by benchmarks/int8_quality.py --write-policies on the official weights "
-                           "(effsr.deploy.quantize.search_policy). Keys are zoo model names; an entry applies to a "
-                           "model whose detected architecture and constructor arguments equal its own.",
+                           "(effsr.deploy.quantize.search_policy). Keys are zoo model names, with @8bit for a policy "
+                           "searched on 8-bit activations (a VNNI CPU); an entry applies to a model whose detected "
+                           "architecture and constructor arguments equal its own, on its activation grid "
+                           "(activation_bits, 7 when absent) or a finer one.",
                "policies": policies}
     quantize._POLICY_FILE.write_text(json.dumps(payload, indent=1) + "\n")
 

@@ -8,6 +8,7 @@ Tests of int8 arithmetic set ``$EFFSR_CPU_FLAGS`` to a VNNI CPU's flags so that 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,9 @@ from typer.testing import CliRunner
 
 import effsr
 from effsr.cli import app
-from effsr.deploy import prepare
+from effsr.deploy import prepare, quantize
 from effsr.deploy.quantize import Int8Engine, fidelity_db, load_int8, prepare_int8, save_int8, stored_policies
-from effsr.errors import OutputExistsError, PrecisionError
+from effsr.errors import InvalidValueError, OutputExistsError, PrecisionError
 from effsr.evaluate import super_resolve
 from effsr.imageio import read_rgb_uint8
 from effsr.metrics import psnr_rgb
@@ -179,6 +180,74 @@ def test_cpu_without_vnni_gets_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "avx512_vnni" in lines[0], res.output
+
+
+def test_activation_grid_follows_the_real_cpu_and_the_onednn_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8-bit activations only where the kernels cannot saturate: real VNNI and oneDNN not capped below it.
+    ``$EFFSR_CPU_FLAGS`` (set to a VNNI CPU's flags by this file) does not count: it would not change the kernels."""
+    from effsr import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: "sse4_2 avx2 fma avx512f avx512bw avx512_vnni")
+    assert os.environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"  # tests/conftest.py
+    assert quantize.exact_activation_bits() == 7
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert quantize.exact_activation_bits() == 8
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert quantize.exact_activation_bits() == 8
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: "sse4_2 avx2 fma avx512f avx512bw")
+    assert quantize.exact_activation_bits() == 7  # no VNNI: vpmaddubsw's int16 pair sums would saturate
+    for bits, top in ((7, 127), (8, 255)):
+        for qat in (False, True):
+            with warnings.catch_warnings():  # torch.ao's note that reduce_range is deprecated
+                warnings.simplefilter("ignore", UserWarning)
+                act = quantize.qconfig_mapping(qat, bits).global_qconfig.activation()
+            assert (act.quant_max - act.quant_min if qat else 2 ** (8 - act.reduce_range) - 1) == top, (bits, qat)
+    with pytest.raises(PrecisionError, match="VNNI"):
+        prepare_int8(effsr.load("rlfn"), activation_bits=8)
+    with pytest.raises(InvalidValueError, match="activation bits"):
+        prepare_int8(effsr.load("rlfn"), activation_bits=6)
+
+
+def test_stored_policy_follows_the_activation_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A policy searched on the engine's grid first; a coarser grid's serves a finer one, never the reverse."""
+    arch = ("rlfn", {"scale": 4})
+    entries = {"m": {"architecture": "rlfn", "kwargs": {"scale": 4}, "float_nodes": ["a", "b"]},
+               "m@8bit": {"architecture": "rlfn", "kwargs": {"scale": 4}, "activation_bits": 8, "float_nodes": ["a"]}}
+    monkeypatch.setattr(quantize, "stored_policies", lambda: entries)
+    names = ["a", "b", "c"]
+    assert quantize._stored_policy(arch, None, names, 8) == ["a"]
+    assert quantize._stored_policy(arch, None, names, 7) == ["a", "b"]
+    del entries["m"]
+    assert quantize._stored_policy(arch, None, names, 7) is None
+    assert quantize._stored_policy(("rlfn", {"scale": 2}), None, names, 8) is None
+
+
+def test_8bit_int8_file_round_trips_and_is_refused_where_it_would_saturate(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
+    """An 8-bit file records its grid, loads back to the same graph where it runs exactly, and elsewhere is one
+    line. (Under pytest oneDNN is capped to AVX2, where 8-bit activations saturate: the graph is built here as on a
+    VNNI CPU, and only its bookkeeping is checked, not its numbers.)"""
+    from effsr.deploy.checks import example_image
+
+    monkeypatch.setattr(quantize, "exact_activation_bits", lambda: 8)
+    engine = prepare_int8(effsr.load("rlfn"), calibration=example_image(3, 32, 32, seed=1), policy="none",
+                          example_size=(32, 32), verify=False)
+    assert engine.activation_bits == 8
+    observers = [m for m in engine.prepared.modules() if isinstance(m, torch.ao.quantization.HistogramObserver)]
+    assert observers and all(not o.reduce_range for o in observers)
+    path = save_int8(engine, tmp_path / "rlfn_int8_8bit.safetensors")
+    x = example_image(3, 20, 24, seed=2)
+    loaded = load_int8(path, verify=False)
+    assert loaded.activation_bits == 8 and torch.equal(loaded(x), engine(x))
+    monkeypatch.setattr(quantize, "exact_activation_bits", lambda: 7)
+    with pytest.raises(PrecisionError, match="8 bits"):
+        load_int8(path)
+    img = tmp_path / "in.png"
+    PILImage.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(img)
+    res = runner.invoke(app, ["upscale", str(img), "-o", str(tmp_path / "out.png"), "--weights", str(path)])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "8 bits" in lines[0], res.output
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_quant_stage_is_validated() -> None:

@@ -25,10 +25,11 @@ import effsr
 from effsr.cli import app
 from effsr.deploy import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, prepare
 from effsr.deploy.calibration import calibration_images
-from effsr.deploy.openvino import INT8_MIN_PSNR_DB, ONEDNN_ISA_VARIABLES, OpenVinoEngine, sensitive_nodes
-from effsr.errors import DeviceError, MissingDependencyError, PrecisionError
+from effsr.deploy.openvino import INT8_MIN_PSNR_DB, OpenVinoEngine, sensitive_nodes
+from effsr.errors import BackendError, DeviceError, MissingDependencyError, PrecisionError
 from effsr.imageio import read_rgb_uint8, tensor_to_uint8, uint8_to_tensor
 from effsr.infer import upscale
+from effsr.runtime import ONEDNN_ISA_VARIABLES
 
 from .conftest import ZOO_2025_2026, eval_mean
 
@@ -186,6 +187,25 @@ def test_missing_openvino_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert result.exit_code == 2 and lines == ["error: --backend openvino needs the openvino package: pip install "
                                                "'effsr[openvino]'"], result.output
+
+
+def test_a_graph_the_plugin_cannot_compile_is_one_line(weights_dir: Path) -> None:
+    """OpenVINO's CPU plugin can reject a graph it converted (measured: AGDN's int8 graph on an AVX-512 VNNI CPU,
+    "Check 'any_of(scale.size(), OC, 1U)' failed"): a BackendError naming the check and what to use instead."""
+    engine = prepare(effsr.load("span"), "openvino", threads=1, example_size=SIZE, verify=False)
+
+    class Core:
+        def compile_model(self, *args: object) -> None:
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\nException from "
+                               "src/inference/src/dev/plugin.cpp:54:\nCheck 'any_of(scale.size(), OC, 1U)' failed at "
+                               "src/plugins/intel_cpu/src/dnnl_postops_composer.cpp:526\n\n")
+
+    engine._core = Core()
+    with pytest.raises(BackendError) as info:
+        engine._compile(object(), "int8")
+    message = str(info.value)
+    assert "\n" not in message and "Check 'any_of(scale.size(), OC, 1U)' failed" in message
+    assert message.endswith("use --backend fast --precision int8")
 
 
 def test_cpu_only() -> None:

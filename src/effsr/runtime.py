@@ -23,7 +23,7 @@ imported) and the user has not chosen a wait policy; the ``effsr`` command line 
 **Memory.** :func:`tune_glibc_malloc` keeps freed memory in the heap (the fast backend's ``tune_malloc``).
 
 **The machine.** :func:`cpu_name` and :func:`cpu_flags` read what the CPU is (benchmark and profile reports, the
-native kernels' build key).
+native kernels' build key); :func:`onednn_isa_cap` what the environment lets oneDNN use of it.
 """
 
 from __future__ import annotations
@@ -146,6 +146,22 @@ def cpu_name() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
+
+
+# Environment variables with which oneDNN (inside PyTorch and OpenVINO) is capped to an instruction set
+# (oneDNN's "CPU dispatcher control" guide; tests/conftest.py sets the first).
+ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+# The oneDNN ISA names of that guide below which there are no VNNI dot products.
+ONEDNN_ISAS_WITHOUT_VNNI = ("SSE41", "AVX", "AVX2", "AVX512_CORE")
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA oneDNN is capped to by the environment (upper case), or None when it may use all of the CPU."""
+    for name in ONEDNN_ISA_VARIABLES:
+        value = os.environ.get(name, "").strip().upper()
+        if value and value not in ("ALL", "DEFAULT"):
+            return value
+    return None
 
 
 def cpu_flags() -> str:

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BackendError, DeviceError, MissingDependencyError, PrecisionError
-from ..runtime import single_thread
+from ..runtime import ONEDNN_ISA_VARIABLES, single_thread
 from .backends import Engine
 from .checks import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, example_image, input_channels
 from .onnx import _deploy_copy, _quiet_fds, second_check_size
@@ -71,8 +71,6 @@ INT8_MIN_PSNR_DB = 25.0
 INT8_GROUPS = ("first_conv", "upsampler", "gates", "eltwise")
 _ELTWISE = ("Add", "Subtract", "Multiply", "Divide", "Maximum", "Minimum")
 INT8_KEEP_FLOAT: tuple[str, ...] = INT8_GROUPS
-# Environment variables with which the oneDNN inside PyTorch is capped to an ISA (tests/conftest.py sets the first).
-ONEDNN_ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 def require_openvino(need_nncf: bool = False) -> Any:
@@ -109,6 +107,14 @@ def _warm_torch_onednn() -> None:
     """Make PyTorch's oneDNN read its environment (the ISA cap) now, before :func:`uncapped_isa` removes it."""
     with torch.inference_mode(), single_thread():
         F.conv2d(torch.zeros(1, 8, 8, 8), torch.zeros(8, 8, 3, 3), padding=1)
+
+
+def _plugin_reason(exc: BaseException) -> str:
+    """The informative line of an OpenVINO exception (its text is a stack of "Exception from <file>" lines above
+    the failed check)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception from")]
+    return (useful or lines or [type(exc).__name__])[-1]
 
 
 @dataclass(frozen=True)
@@ -312,7 +318,13 @@ class OpenVinoEngine(Engine):
         if perf_count:
             config["PERF_COUNT"] = True
         with uncapped_isa():
-            compiled = self._core.compile_model(graph, "CPU", config)
+            try:
+                compiled = self._core.compile_model(graph, "CPU", config)
+            except RuntimeError as exc:  # the plugin rejects a graph it converted (a plugin limitation, not the user's)
+                alternative = "--backend fast" + (" --precision int8" if precision == "int8" else "")
+                raise BackendError(f"OpenVINO's CPU plugin cannot compile the {precision} graph of "
+                                   f"{type(self.net).__name__} on this CPU ({_plugin_reason(exc)}); use "
+                                   f"{alternative}") from exc
         return compiled, compiled.create_infer_request()
 
     def _compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, Any]:

@@ -5,9 +5,9 @@ The stack is torch.ao's FX graph mode quantization with the ``x86`` backend (:da
 re-parameterized deploy model is traced, observers are inserted, calibrated on images
 (:func:`effsr.deploy.calibration.calibration_images`) and the graph is converted to real int8 kernels
 (``torch.ao.nn.quantized.Conv2d`` and its fused conv+ReLU form, fbgemm/oneDNN). Activations are per-tensor affine
-uint8 with the 7-bit range (``HistogramObserver``, ``reduce_range=True``; why: beside :data:`QUANT_ENGINE`); weights
-are per-channel symmetric int8. Why this stack and not the others is measured in
-benchmarks/RESULTS.md ("int8: quality cost").
+uint8 (``HistogramObserver``) on the finest grid this CPU's kernels compute exactly (:func:`exact_activation_bits`:
+all 8 bits with VNNI, else the 7-bit range, ``reduce_range=True``); weights are per-channel symmetric int8. Why this
+stack and not the others is measured in benchmarks/RESULTS.md ("int8: quality cost").
 
 Which layers stay float is a measured choice (:func:`search_policy`), not a fixed list: the observed graph is
 simulated in float with every quantization point on (activations fake-quantized with the calibrated scale and
@@ -54,8 +54,10 @@ from .reparam import cast_plain_tensors, reparameterize_model
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ACTIVATION_BITS",
     "DEFAULT_FIDELITY_DB",
     "Int8Engine",
+    "exact_activation_bits",
     "load_int8",
     "prepare_int8",
     "save_int8",
@@ -64,12 +66,15 @@ __all__ = [
 
 FORMAT = "effsr-int8"
 FORMAT_VERSION = 1
-# torch's "x86" quantized engine (it picks fbgemm or oneDNN per layer) with its qconfig: 7-bit activations
-# (reduce_range=True). Measured here: the full 0..255 range ("onednn" qconfig) is wrong on a CPU without VNNI (the
-# int16 pair sums of vpmaddubsw saturate: RLFN's int8 graph fell to 16.8 dB against the same quantization simulated in
-# float, 31.0 dB with the 7-bit range, which the kernels then match), and pytest caps oneDNN to AVX2 on every host.
-# One file must run correctly everywhere, so the 7-bit range it is.
+# torch's "x86" quantized engine (it picks fbgemm or oneDNN per layer) with its qconfig (per-channel symmetric int8
+# weights, per-tensor uint8 activations), on the activation grid of exact_activation_bits.
 QUANT_ENGINE = "x86"
+# Activation grids, in bits of uint8. The full 8 bits (0..255) need int8 dot products that accumulate in int32: VNNI's
+# vpdpbusd. Without VNNI, fbgemm and oneDNN multiply u8 x s8 with vpmaddubsw, whose int16 sum of two products
+# saturates for full-range activations (oneDNN's "Int8 Computation Aspects" guide), so there the range is 7 bits
+# (torch's reduce_range=True). Measured on a CPU without VNNI: RLFN's full-range int8 graph was 16.8 dB from the same
+# quantization simulated in float, against 31.0 dB at 7 bits, which the kernels then match.
+ACTIVATION_BITS = (7, 8)
 # The policy search's target: PSNR of the int8 output against the float32 output on the calibration images, in dB.
 # The issue's budget is a 0.05 dB PSNR cost. If the int8 error is independent of the float error, the cost is
 # 10 log10(1 + MSE_int8_vs_fp32 / MSE_fp32_vs_HR); the most demanding set is Set5, where the seed models and SPAN
@@ -126,21 +131,64 @@ def use_quant_engine() -> None:
     torch.backends.quantized.engine = QUANT_ENGINE
 
 
-def qconfig_mapping(qat: bool = False) -> Any:
-    """torch.ao's default mapping for the x86 backend: HistogramObserver (uint8, 7-bit range) + per-channel
-    symmetric int8 weights; for QAT the fused moving-average fake quantizers of the same ranges; fixed qparams for
-    sigmoid/tanh/softmax."""
+def exact_activation_bits() -> int:
+    """8 when this CPU has VNNI (its real ``/proc/cpuinfo`` flags, not ``$EFFSR_CPU_FLAGS``) and oneDNN is not capped
+    below it (``$ONEDNN_MAX_CPU_ISA``), else 7: the finest activation grid whose int8 kernels cannot saturate here
+    (:data:`ACTIVATION_BITS`)."""
+    from ..runtime import ONEDNN_ISAS_WITHOUT_VNNI, cpu_flags, onednn_isa_cap
+    from .precision import CPU_FLAGS_NEEDED
+
+    flags = set(cpu_flags().lower().split())
+    if not any(f in flags for f in CPU_FLAGS_NEEDED["int8"]) or onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_VNNI:
+        return 7
+    return 8
+
+
+def _activation_bits(bits: int | None) -> int:
+    """``bits`` checked against what this CPU computes exactly (None: :func:`exact_activation_bits`)."""
+    exact = exact_activation_bits()
+    if bits is None:
+        return exact
+    if bits not in ACTIVATION_BITS:
+        raise InvalidValueError(f"activation bits must be one of {', '.join(map(str, ACTIVATION_BITS))}, not {bits}")
+    if bits > exact:
+        raise PrecisionError(f"{bits}-bit int8 activations need a CPU with VNNI and oneDNN not capped below it "
+                             f"($ONEDNN_MAX_CPU_ISA); this one computes {exact} bits exactly: use {exact} bits")
+    return bits
+
+
+def qconfig_mapping(qat: bool = False, bits: int = 7) -> Any:
+    """torch.ao's default mapping for the x86 backend (HistogramObserver uint8 activations, per-channel symmetric
+    int8 weights; for QAT the fused moving-average fake quantizers; fixed qparams for sigmoid/tanh/softmax), with
+    its activations on the ``bits`` grid (7: torch's reduce_range=True; 8: the full uint8 range)."""
     from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
 
-    return get_default_qat_qconfig_mapping(QUANT_ENGINE) if qat else get_default_qconfig_mapping(QUANT_ENGINE)
+    mapping = get_default_qat_qconfig_mapping(QUANT_ENGINE) if qat else get_default_qconfig_mapping(QUANT_ENGINE)
+    if bits == 7:
+        return mapping
+    from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
+    from torch.ao.quantization.observer import HistogramObserver, MovingAverageMinMaxObserver
+
+    seven = mapping.global_qconfig.activation
+    full = (FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                                    reduce_range=False)
+            if qat else HistogramObserver.with_args(reduce_range=False))
+    # Every entry that shares the global activation (conv transposes, layer norms) moves with it; the fixed-qparams
+    # ones (sigmoid, tanh, softmax) already span 0..255.
+    mapping.set_global(mapping.global_qconfig._replace(activation=full))
+    for key, qc in list(mapping.object_type_qconfigs.items()):
+        if qc is not None and qc.activation is seven:
+            mapping.set_object_type(key, qc._replace(activation=full))
+    return mapping
 
 
-def qconfig_description(qat: bool = False) -> str:
+def qconfig_description(qat: bool = False, bits: int = 7) -> str:
+    grid = "reduce_range=True: 7 bits" if bits == 7 else "full range: 8 bits"
     if qat:
         return ("torch.ao x86 QAT qconfig: activations FusedMovingAvgObsFakeQuantize(MovingAverageMinMaxObserver, "
-                "quint8, reduce_range=True, per tensor affine); weights per-channel symmetric qint8 fake quant; fixed "
+                f"quint8, {grid}, per tensor affine); weights per-channel symmetric qint8 fake quant; fixed "
                 "qparams for sigmoid/tanh")
-    return ("torch.ao x86 qconfig: activations HistogramObserver(quint8, reduce_range=True, per tensor affine); "
+    return (f"torch.ao x86 qconfig: activations HistogramObserver(quint8, {grid}, per tensor affine); "
             "weights PerChannelMinMaxObserver(qint8, per channel symmetric); fixed qparams for sigmoid/tanh")
 
 
@@ -196,9 +244,10 @@ def _non_traceable(model: nn.Module) -> list[str]:
     return sorted(names[id(m)] for m in leaves)
 
 
-def _prepare(deploy: nn.Module, example: torch.Tensor, *, qat: bool, non_traceable: Sequence[str]) -> fx.GraphModule:
-    """The observed graph (every node quantized; the float-layer policy applies at conversion) of a copy of
-    ``deploy``."""
+def _prepare(deploy: nn.Module, example: torch.Tensor, *, qat: bool, non_traceable: Sequence[str],
+             bits: int) -> fx.GraphModule:
+    """The observed graph (every node quantized, activations on the ``bits`` grid; the float-layer policy applies at
+    conversion) of a copy of ``deploy``."""
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
@@ -213,17 +262,25 @@ def _prepare(deploy: nn.Module, example: torch.Tensor, *, qat: bool, non_traceab
             return prepare_fx(model.eval(), mapping, (example,), prepare_custom_config=config,
                               backend_config=_backend_config())
 
-    first = run(qconfig_mapping(qat))
+    first = run(qconfig_mapping(qat, bits))
+    first.meta[_BITS] = bits
     # Multiplying or dividing by a Python number (RLFN's x * 255 and / 255) keeps its input's observer in torch.ao,
     # so one observer would see both ranges (0..1 and 0..255) and quantize the input to {0, 1}. These nodes stay
     # float from the start (their neighbours then get observers of their own).
     fixed = _scalar_nodes(first)
     prepared = run(_convert_mapping(first, fixed, qat)) if fixed else first
     prepared.meta[_FIXED_FLOAT] = fixed
+    prepared.meta[_BITS] = bits
     return prepared
 
 
 _FIXED_FLOAT = "effsr_fixed_float_nodes"
+_BITS = "effsr_activation_bits"
+
+
+def activation_bits_of(prepared: fx.GraphModule) -> int:
+    """The activation grid (bits) an observed graph was prepared with."""
+    return int(prepared.meta.get(_BITS, 7))
 
 
 def _unshare(model: nn.Module, non_traceable: Sequence[str]) -> nn.Module:
@@ -278,7 +335,7 @@ def _is_observer(module: nn.Module) -> bool:
 def _convert_mapping(prepared: fx.GraphModule, float_nodes: Collection[str], qat: bool) -> Any:
     """The prepare mapping with qconfig None for every node of ``float_nodes`` (modules by name, function calls by
     their enclosing module, type and order, exactly as torch.ao counts them at conversion)."""
-    mapping = qconfig_mapping(qat)
+    mapping = qconfig_mapping(qat, activation_bits_of(prepared))
     scope = _attrs(prepared).node_name_to_scope
     counters: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
     for node in prepared.graph.nodes:
@@ -538,16 +595,19 @@ def architecture_of(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
 
 
 def _stored_policy(arch: tuple[str, dict[str, Any]] | None, deploy_arch: tuple[str, dict[str, Any]] | None,
-                   names: Collection[str]) -> list[str] | None:
+                   names: Collection[str], bits: int) -> list[str] | None:
+    """The stored policy of this architecture searched on the ``bits`` activation grid; else one searched on a
+    coarser grid (it keeps at least as many nodes float as the finer grid needs: as accurate, less fast)."""
     def text(kwargs: Any) -> str:
         return json.dumps(kwargs, sort_keys=True)
 
     keys = {(k[0], text(k[1])) for k in (arch, deploy_arch) if k is not None}
-    for entry in stored_policies().values():
-        fits = set(entry["float_nodes"]) <= set(names)
-        if (entry.get("architecture"), text(entry.get("kwargs", {}))) in keys and fits:
-            return list(entry["float_nodes"])
-    return None
+    fitting = [entry for entry in stored_policies().values()
+               if (entry.get("architecture"), text(entry.get("kwargs", {}))) in keys
+               and set(entry["float_nodes"]) <= set(names) and int(entry.get("activation_bits", 7)) <= bits]
+    if not fitting:
+        return None
+    return list(max(fitting, key=lambda e: int(e.get("activation_bits", 7)))["float_nodes"])
 
 
 # ------------------------------------------------------------------------------------------------ the engine
@@ -557,8 +617,9 @@ class Int8Engine(Engine):
     """The int8 graph behind the engine contract (float32 RGB NCHW in [0,1] in and out).
 
     Attributes: ``float_nodes`` (the policy), ``policy_source`` (``"stored"``, ``"searched"``, ``"given"`` or
-    ``"file"``), ``layers`` (:func:`quantized_layers`), ``fidelity_db`` / ``max_abs_vs_eager`` (against the float32
-    forward on the example image, measured when ``verify``), ``search`` (a :class:`PolicySearch` when searched).
+    ``"file"``), ``activation_bits`` (the activation grid), ``layers`` (:func:`quantized_layers`), ``fidelity_db`` /
+    ``max_abs_vs_eager`` (against the float32 forward on the example image, measured when ``verify``), ``search`` (a
+    :class:`PolicySearch` when searched).
     """
 
     backend = "fast"
@@ -575,6 +636,7 @@ class Int8Engine(Engine):
         self.search: PolicySearch | None = None
         self.deploy = deploy  # the float deploy model (its weights are the file's float weights)
         self.prepared = prepared  # the calibrated observed graph (its statistics are the file's int8 tensors)
+        self.activation_bits = activation_bits_of(prepared)
         with single_thread():
             self.graph = _convert(prepared, self.float_nodes, qat)
         self.layers = quantized_layers(self.graph)
@@ -632,7 +694,8 @@ def describe_calibration(calibration: Any, images: Sequence[torch.Tensor]) -> st
 
 def prepare_int8(model: nn.Module, *, device: str | torch.device = "cpu", threads: int | None = None,
                  example_size: tuple[int, int] = (64, 64), calibration: Any = None, verify: bool = True,
-                 policy: str | Sequence[str] | None = None, target_db: float = DEFAULT_FIDELITY_DB) -> Int8Engine:
+                 policy: str | Sequence[str] | None = None, target_db: float = DEFAULT_FIDELITY_DB,
+                 activation_bits: int | None = None) -> Int8Engine:
     """``model`` as an int8 engine on CPU (``prepare(model, "fast", precision="int8")`` lands here).
 
     A model loaded from an int8 file (it carries :data:`effsr.weights.INT8_ATTR`) is rebuilt from the file: its
@@ -641,11 +704,14 @@ def prepare_int8(model: nn.Module, *, device: str | torch.device = "cpu", thread
     policy for this architecture if there is one, else nothing float (with a warning); ``"search"``, a search
     (:func:`search_policy`, to ``target_db``); ``"none"``, nothing kept float; a list, those node names.
     ``verify`` checks the result against the float32 forward on the example image (:data:`VERIFY_FIDELITY_DB`).
-    ``threads`` is set by ``prepare``; preparation itself runs on one thread.
+    ``activation_bits`` is the activation grid (None: the finest this CPU computes exactly,
+    :func:`exact_activation_bits`; a file keeps its own). ``threads`` is set by ``prepare``; preparation itself runs
+    on one thread.
     """
     if torch.device(device).type != "cpu":
         raise PrecisionError("int8 runs on CPU only; on CUDA use --precision fp16 or bf16")
     use_quant_engine()
+    bits = _activation_bits(activation_bits)
     payload: Int8Payload | None = getattr(model, INT8_ATTR, None)
     if payload is not None:
         return _from_payload(model, payload, example_size=example_size, verify=verify)
@@ -658,14 +724,14 @@ def prepare_int8(model: nn.Module, *, device: str | torch.device = "cpu", thread
     images = calibration_images(calibration)
     non_traceable = _non_traceable(deploy)
     with single_thread():
-        prepared = _prepare(deploy, example, qat=False, non_traceable=non_traceable)
+        prepared = _prepare(deploy, example, qat=False, non_traceable=non_traceable, bits=bits)
         with torch.inference_mode():
             for img in images:
                 prepared(img)
     names = candidates(prepared)
     search: PolicySearch | None = None
     if policy is None:
-        float_nodes = _stored_policy(arch, deploy_arch, names)
+        float_nodes = _stored_policy(arch, deploy_arch, names, bits)
         source = "stored"
         if float_nodes is None:  # a search takes minutes (one float forward per candidate): asked for, not implied
             log.warning("int8: no stored float-layer policy for %s; everything is quantized (its cost is not "
@@ -725,7 +791,8 @@ def save_int8(engine: Int8Engine, path: str | os.PathLike[str], *, overwrite: bo
         "mode": "qat" if engine.qat else "ptq",
         "torch": torch.__version__,
         "quant_engine": QUANT_ENGINE,
-        "qconfig": qconfig_description(engine.qat),
+        "qconfig": qconfig_description(engine.qat, engine.activation_bits),
+        "activation_bits": engine.activation_bits,
         "float_nodes": engine.float_nodes,
         "non_traceable": engine.non_traceable,
         "policy_source": engine.policy_source,
@@ -743,13 +810,20 @@ def _from_payload(model: nn.Module, payload: Int8Payload, *, example_size: tuple
         raise WeightsError(f"{payload.source}: int8 file format {meta.get('format')} version "
                            f"{meta.get('format_version')} is not one this effsr reads ({FORMAT} {FORMAT_VERSION})")
     qat = meta.get("mode") == "qat"
+    # Files written before the grid was recorded used 7 bits.
+    bits = int(meta.get("activation_bits", 7))
+    if bits > exact_activation_bits():
+        raise PrecisionError(f"{payload.source}: this int8 file quantizes activations to {bits} bits, which this "
+                             "CPU's int8 kernels cannot compute exactly (they need VNNI, and oneDNN not capped below "
+                             "it by $ONEDNN_MAX_CPU_ISA); run it on such a CPU, or prepare int8 here from the float "
+                             "weights (--precision int8 with the zoo model)")
     deploy = deploy_model(model)
     if hasattr(deploy, INT8_ATTR):
         delattr(deploy, INT8_ATTR)
     example = _example(model, example_size)
     non_traceable = list(meta.get("non_traceable", []))
     with single_thread():
-        prepared = _prepare(deploy, example, qat=qat, non_traceable=non_traceable)
+        prepared = _prepare(deploy, example, qat=qat, non_traceable=non_traceable, bits=bits)
     state = prepared.state_dict()
     expected = set(_quant_state(prepared))
     given = set(payload.tensors)
@@ -784,14 +858,18 @@ def load_int8(path: str | os.PathLike[str], *, verify: bool = True) -> Int8Engin
 
 
 def prepare_qat(model: nn.Module, *, example_size: tuple[int, int] = (64, 64),
-                policy: str | Sequence[str] | None = None, calibration: Any = None) -> QatModel:
+                policy: str | Sequence[str] | None = None, calibration: Any = None,
+                activation_bits: int | None = None) -> QatModel:
     """The fake-quantized training graph of ``model``'s deploy form (``effsr train`` stages with ``quant: int8``).
 
     The float-layer policy is chosen as for post-training quantization (the stored one, else a search on the
     calibration images) and its nodes train without fake quantization, so the converted graph is the one
-    trained. Returns a :class:`QatModel` (train it, then :meth:`QatModel.engine` / :func:`save_int8`).
+    trained. The activation grid is ``activation_bits`` (None: the finest this CPU computes exactly,
+    :func:`exact_activation_bits`): the int8 file then runs on CPUs that compute that grid exactly.
+    Returns a :class:`QatModel` (train it, then :meth:`QatModel.engine` / :func:`save_int8`).
     """
     use_quant_engine()
+    bits = _activation_bits(activation_bits)
     arch = architecture_of(model)
     deploy = deploy_model(model)
     deploy_arch = architecture_of(deploy)
@@ -801,17 +879,18 @@ def prepare_qat(model: nn.Module, *, example_size: tuple[int, int] = (64, 64),
     source = "stored"
     if policy is None:
         float_nodes = _stored_policy(arch, deploy_arch, candidates(
-            _prepare(deploy, example, qat=False, non_traceable=non_traceable)))
+            _prepare(deploy, example, qat=False, non_traceable=non_traceable, bits=bits)), bits)
         if float_nodes is None:
             policy = "none"
     if policy == "none":
         float_nodes, source = [], "given"
     elif float_nodes is None and (policy is None or policy == "search"):
-        ptq = prepare_int8(model, calibration=calibration, policy="search", verify=False, example_size=example_size)
+        ptq = prepare_int8(model, calibration=calibration, policy="search", verify=False, example_size=example_size,
+                           activation_bits=bits)
         float_nodes, source = ptq.float_nodes, ptq.policy_source
     elif float_nodes is None:
         float_nodes, source = list(policy), "given"
-    prepared = _prepare(deploy, example, qat=True, non_traceable=non_traceable)
+    prepared = _prepare(deploy, example, qat=True, non_traceable=non_traceable, bits=bits)
     qat = QatModel(prepared, deploy, float_nodes, non_traceable, example,
                    {"policy_source": source, "architecture": deploy_arch or arch,
                     "calibration": "quantization-aware training (moving-average ranges over the training batches)"})

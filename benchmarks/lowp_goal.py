@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, help="also write the rendered table to this file")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    from effsr.files import write_json, write_text
+    from effsr.files import check_output, write_json, write_text
 
     if args.render:
         report = json.loads(args.render.read_text())
@@ -68,11 +68,16 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_openmp()  # as the effsr command line does, before the workers start
         paths = [tuple(p.split(":", 1)) for p in args.paths.split(",") if p.strip()]
+        if args.json:
+            check_output(args.json, overwrite=args.overwrite)  # before the long run
+
+        def save(partial: dict[str, Any]) -> None:
+            if args.json:
+                write_json(args.json, partial, overwrite=True)
+
         report = measure([m.strip() for m in args.models.split(",") if m.strip()], paths,
                          lr_size=parse_image_size(args.lr_size, square=True), threads=args.threads, runs=args.runs,
-                         warmup=args.warmup, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        if args.json:
-            write_json(args.json, report, overwrite=args.overwrite)
+                         warmup=args.warmup, log=lambda msg: print(msg, file=sys.stderr, flush=True), on_model=save)
     text = render(report, load_quality(args.quality))
     print(text)
     if args.markdown:
@@ -81,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(models: list[str], paths: list[tuple[str, str]], *, lr_size: tuple[int, int], threads: int, runs: int,
-            warmup: int, log=lambda msg: None) -> dict[str, Any]:
-    """Time every available path of every model (``effsr.bench.bench_model``); the unavailable ones with why."""
-    from effsr.bench import bench_model, machine_name
+            warmup: int, log=lambda msg: None, on_model=None) -> dict[str, Any]:
+    """Time every available path of every model (``effsr.bench.bench_model``); the unavailable ones with why, and
+    a path that fails to build for one model (``failed``) with its first line. ``on_model(report)`` is called after
+    each model (the report so far: an interrupted run keeps what it finished)."""
+    from effsr.bench import PathFailedError, bench_model, machine_name
     from effsr.deploy.backends import require_backend
     from effsr.deploy.precision import check_precision
     from effsr.errors import EffsrError
@@ -98,17 +105,31 @@ def measure(models: list[str], paths: list[tuple[str, str]], *, lr_size: tuple[i
             unavailable.append({"backend": backend, "precision": precision, "reason": str(exc)})
             log(f"{backend}:{precision}: not available ({exc})")
     started = time.time()
-    results = []
+    report = {"machine": machine_name(), "date": datetime.date.today().isoformat(), "threads": threads,
+              "lr_size": list(lr_size), "runs": runs, "warmup": warmup, "seconds": 0.0, "results": [],
+              "unavailable": unavailable, "failed": []}
     for model in models:
-        log(f"{model}: {', '.join(f'{b}:{p}' for b, p in usable)} ({threads} threads, {lr_size[1]}x{lr_size[0]})")
-        for r in bench_model(model, pairs=usable, threads=threads, lr_size=lr_size, runs=runs, warmup=warmup,
-                             on_progress=log):
-            results.append({**r.to_json(), "times_ms": list(r.times_ms), "macs": r.macs, "floor_ms": r.floor_ms,
-                            "dense_gflops": r.dense_gflops, "max_abs_vs_eager": r.max_abs_vs_eager,
-                            "prepare_s": r.prepare_s})
-    return {"machine": machine_name(), "date": datetime.date.today().isoformat(), "threads": threads,
-            "lr_size": list(lr_size), "runs": runs, "warmup": warmup, "seconds": round(time.time() - started, 1),
-            "results": results, "unavailable": unavailable}
+        pairs = list(usable)
+        while pairs:
+            log(f"{model}: {', '.join(f'{b}:{p}' for b, p in pairs)} ({threads} threads, {lr_size[1]}x{lr_size[0]})")
+            try:
+                timed = bench_model(model, pairs=pairs, threads=threads, lr_size=lr_size, runs=runs, warmup=warmup,
+                                    on_progress=log)
+            except PathFailedError as exc:  # one path of this model cannot be built here: time the others without it
+                log(f"{model}: {exc.backend}:{exc.precision} failed, timing the others without it ({exc})")
+                report["failed"].append({"model": model, "backend": exc.backend, "precision": exc.precision,
+                                         "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
+                pairs.remove((exc.backend, exc.precision))
+                continue
+            for r in timed:
+                report["results"].append({**r.to_json(), "times_ms": list(r.times_ms), "macs": r.macs,
+                                          "floor_ms": r.floor_ms, "dense_gflops": r.dense_gflops,
+                                          "max_abs_vs_eager": r.max_abs_vs_eager, "prepare_s": r.prepare_s})
+            break
+        report["seconds"] = round(time.time() - started, 1)
+        if on_model is not None:
+            on_model(report)
+    return report
 
 
 def load_quality(paths: Iterable[Path]) -> dict[tuple[str, str], dict[str, float]]:
@@ -197,6 +218,8 @@ def render(report: dict[str, Any], quality: dict[tuple[str, str], dict[str, floa
     lines.append(f"Goals met: {met}; missed: {missed}.")
     for u in report.get("unavailable", []):
         lines.append(f"Not measured: {u['backend']}:{u['precision']} ({u['reason']}).")
+    for f in report.get("failed", []):
+        lines.append(f"Failed to build: {f['model']} {f['backend']}:{f['precision']} ({f['reason']}).")
     return "\n".join(lines)
 
 

@@ -260,7 +260,8 @@ def test_goal_table_renders_and_judges(tmp_path: Path) -> None:
               "warmup": 3, "results": [row("eager", "fp32", 200.0, 50.0), row("fast", "fp32", 100.0, 50.0),
                                        row("fast", "bf16", 55.0, 27.0), row("fast", "int8", 50.0, 20.0),
                                        row("openvino", "bf16", 60.0, 27.0)],
-              "unavailable": [{"backend": "openvino", "precision": "int8", "reason": "not installed"}]}
+              "unavailable": [{"backend": "openvino", "precision": "int8", "reason": "not installed"}],
+              "failed": [{"model": "agdn", "backend": "openvino", "precision": "int8", "reason": "plugin check"}]}
     q = tmp_path / "q.json"
     q.write_text(json.dumps({"costs": [
         {"model": "rlfn", "backend": "fast", "precision": "bf16", "dataset": s, "cost_rgb_db": c}
@@ -278,3 +279,31 @@ def test_goal_table_renders_and_judges(tmp_path: Path) -> None:
     assert "meets: effsr fast 55.0 ms <= OpenVINO" in lines["openvino:bf16"]
     assert "PSNR cost not measured" in lines["openvino:bf16"]
     assert "Not measured: openvino:int8 (not installed)." in text
+    assert "Failed to build: agdn openvino:int8 (plugin check)." in text
+
+
+def test_goal_measurement_goes_on_without_a_path_that_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path one model cannot build (an OpenVINO plugin limitation, say) is recorded and the others are timed."""
+    from effsr import bench
+
+    goal = _script("lowp_goal")
+    asked: list[list[tuple[str, str]]] = []
+
+    def fake_bench_model(model: str, *, pairs, **_: object) -> list:  # type: ignore[no-untyped-def]
+        asked.append(list(pairs))
+        if ("openvino", "int8") in pairs:
+            raise bench.PathFailedError("openvino", "int8", f"{model}/openvino:int8: BackendError: cannot compile")
+        return [bench.BenchResult(model=model, backend=b, threads=1, lr_size=(8, 8), median_ms=1.0, iqr_ms=0.0,
+                                  runs=1, times_ms=(1.0,), precision=p) for b, p in pairs]
+
+    monkeypatch.setattr(bench, "bench_model", fake_bench_model)
+    monkeypatch.setattr("effsr.deploy.backends.require_backend", lambda name: None)
+    monkeypatch.setattr("effsr.deploy.precision.check_precision", lambda *a, **k: "fp32")
+    saved: list[int] = []
+    report = goal.measure(["rlfn"], [("eager", "fp32"), ("openvino", "int8")], lr_size=(8, 8), threads=1, runs=1,
+                          warmup=0, on_model=lambda r: saved.append(len(r["results"])))
+    assert asked == [[("eager", "fp32"), ("openvino", "int8")], [("eager", "fp32")]]
+    assert [(r["backend"], r["precision"]) for r in report["results"]] == [("eager", "fp32")]
+    assert report["failed"] == [{"model": "rlfn", "backend": "openvino", "precision": "int8",
+                                 "reason": "rlfn/openvino:int8: BackendError: cannot compile"}]
+    assert saved == [1]  # written after each model

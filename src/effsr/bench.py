@@ -49,6 +49,7 @@ import torch
 
 from .deploy.backends import BACKENDS, available_backends
 from .deploy.precision import BACKEND_PRECISIONS, FLOAT_DTYPES, check_precision, precision_name
+from .errors import BackendError
 from .files import write_json
 from .profile import time_call, torch_macs
 from .runtime import cpu_name, openmp_env, set_threads, tune_glibc_malloc
@@ -365,6 +366,15 @@ def _worker_main(address: str, authkey_hex: str) -> None:
             break
 
 
+class PathFailedError(BackendError):
+    """A (backend, precision) path could not be prepared in its worker (``backend``, ``precision``: which one; the
+    message is the worker's error); the caller may time the others without it."""
+
+    def __init__(self, backend: str, precision: str, message: str) -> None:
+        super().__init__(message)
+        self.backend, self.precision = backend, precision
+
+
 class _Worker:
     """One backend in its own Python interpreter (a fresh ``sys.executable``, not ``multiprocessing`` spawn: that
     would re-run the caller's ``__main__``), driven over an authenticated local connection."""
@@ -391,7 +401,7 @@ class _Worker:
         status, payload, self.prepare_s = self._recv()
         if status != "ready":
             self.close()
-            raise RuntimeError(f"{job.label}: {payload}")
+            raise PathFailedError(job.backend, job.precision, f"{job.label}: {payload}")
         self.output = torch.from_numpy(payload)
 
     def _recv(self) -> Any:

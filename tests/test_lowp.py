@@ -36,8 +36,9 @@ SEED = ("rlfn", "agdn", "lsanet", "ifadnet", "mdrn_s", "msn")
 BF16_CPU = "sse4_2 avx avx2 fma avx512f avx512bw avx512vl avx512_bf16 avx512_vnni"
 PLAIN_CPU = "sse4_2 avx avx2 fma"
 # The bfloat16 PSNR cost (float32 eager minus fast bf16, RGB and Y) allowed on the Set5 crops below, for each seed
-# model. Measured on the full sets (benchmarks/results/lowp_quality_bf16.json, RESULTS.md "Low precision: quality
-# cost"): at most 0.036 dB on Set5, Set14 and B100 (MDRN-S on Set5, RGB). Crops of 36x36 LR pixels hold a
+# model. Measured on the full sets with native bf16 kernels (benchmarks/results/lowp_quality_native_a.json and
+# _b.json, RESULTS.md "Low precision: quality cost"): at most 0.034 dB on Set5, Set14 and B100 (MDRN-S on Set5, RGB;
+# 0.036 dB in the emulated arithmetic the suite runs, lowp_quality_bf16.json). Crops of 36x36 LR pixels hold a
 # fraction of an image and no flat areas, so their mean moves more (MDRN-S: 0.061 dB on these crops); the budget
 # is that with ~1.6x margin, and still far below what a broken low-precision path loses (a plain int8 quantization
 # lost 3 to 7 dB on these models).

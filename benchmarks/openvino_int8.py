@@ -31,6 +31,8 @@ from effsr.evaluate import fp32_reference, quality_cost  # noqa: E402
 from effsr.runtime import cpu_name  # noqa: E402
 
 SETTINGS: dict[str, Int8Settings] = {
+    # overflow_fix None (the engine's default) is chosen by the CPU (openvino.overflow_fix_for_this_cpu); the rows
+    # that compare it name it.
     "plain (all int8, performance)": Int8Settings(preset="performance", keep_float=()),
     "plain (all int8, mixed)": Int8Settings(keep_float=()),
     "first conv + upsampler float": Int8Settings(keep_float=("first_conv", "upsampler")),
@@ -40,7 +42,10 @@ SETTINGS: dict[str, Int8Settings] = {
     "as above, no overflow fix": Int8Settings(keep_float=("first_conv", "upsampler", "gates"),
                                               overflow_fix="disable"),
     "only conv inputs int8, ends float, overflow fix": Int8Settings(keep_float=INT8_GROUPS, overflow_fix="enable"),
-    "only conv inputs int8, ends float": Int8Settings(keep_float=INT8_GROUPS),
+    "only conv inputs int8, ends float, NNCF's overflow fix (first layer)": Int8Settings(
+        keep_float=INT8_GROUPS, overflow_fix="first_layer"),
+    "only conv inputs int8, ends float, no overflow fix": Int8Settings(keep_float=INT8_GROUPS,
+                                                                      overflow_fix="disable"),
 }
 
 

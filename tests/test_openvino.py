@@ -208,6 +208,19 @@ def test_a_graph_the_plugin_cannot_compile_is_one_line(weights_dir: Path) -> Non
     assert message.endswith("use --backend fast --precision int8")
 
 
+def test_overflow_fix_follows_the_real_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """7-bit weights (NNCF's overflow fix) only where int8 sums can saturate: the real flags, not $EFFSR_CPU_FLAGS."""
+    from effsr import runtime
+    from effsr.deploy.openvino import Int8Settings, overflow_fix_for_this_cpu
+
+    monkeypatch.setenv("EFFSR_CPU_FLAGS", "avx2 avx512_vnni")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: "sse4_2 avx2 fma avx512f")
+    assert overflow_fix_for_this_cpu() == "enable"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: "sse4_2 avx2 fma avx512f avx512_vnni")
+    assert overflow_fix_for_this_cpu() == "disable"
+    assert Int8Settings().overflow_fix is None  # the default asks the CPU
+
+
 def test_cpu_only() -> None:
     with pytest.raises(DeviceError, match="cpu only"):
         OpenVinoEngine(nn.Conv2d(3, 3, 3), device=torch.device("cuda"))

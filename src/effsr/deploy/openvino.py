@@ -127,9 +127,21 @@ class Int8Settings:
     keep_float: tuple[str, ...] = INT8_KEEP_FLOAT
     fast_bias_correction: bool = True
     subset_size: int = 300
-    # "enable" (7-bit weights everywhere), "disable" or "first_layer" (NNCF's default). Enabled: measured 0.25-0.26 dB
-    # better on RLFN than NNCF's default here (a CPU without VNNI; docs/deploy.md "OpenVINO"); not measured with VNNI.
-    overflow_fix: str = "enable"
+    # "enable" (7-bit weights everywhere), "disable" or "first_layer" (NNCF's default); None: "disable" on a CPU with
+    # VNNI (no saturation to avoid), else "enable" (:func:`overflow_fix_for_this_cpu`). Measured, Set5 RGB cost with
+    # effsr's float groups: without VNNI "enable" was 0.25-0.26 dB better on RLFN than NNCF's default; with VNNI
+    # (AVX-512 VNNI, 2026-12-04) "disable" was 0.17-0.65 dB better than "enable" on RLFN, LSANet, IFADNet and SPAN
+    # (Set5; 0.07-0.48 dB on Set14; benchmarks/results/openvino_int8_vnni_*.json).
+    overflow_fix: str | None = None
+
+
+def overflow_fix_for_this_cpu() -> str:
+    """NNCF's overflow fix for this CPU: "disable" with VNNI (int32 accumulation), else "enable" (7-bit weights keep
+    the int16 pair sums of ``vpmaddubsw`` from saturating). The real flags, not ``$EFFSR_CPU_FLAGS``: the choice
+    changes the numbers, and OpenVINO's kernels follow the real CPU."""
+    from .precision import cpu_supports, real_cpu_flags
+
+    return "disable" if cpu_supports("int8", real_cpu_flags()) else "enable"
 
 
 def sensitive_nodes(ov_model: Any, groups: Sequence[str] = INT8_KEEP_FLOAT) -> list[str]:
@@ -198,7 +210,7 @@ def quantize_int8(ov_model: Any, calibration: Sequence[np.ndarray], settings: In
     s = settings or Int8Settings()
     preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}[s.preset]
     overflow = {"enable": nncf.OverflowFix.ENABLE, "disable": nncf.OverflowFix.DISABLE,
-                "first_layer": nncf.OverflowFix.FIRST_LAYER}[s.overflow_fix]
+                "first_layer": nncf.OverflowFix.FIRST_LAYER}[s.overflow_fix or overflow_fix_for_this_cpu()]
     names = sensitive_nodes(ov_model, s.keep_float)
     ignored = nncf.IgnoredScope(names=names) if names else None
     with _quiet_nncf(), _quiet_fds():  # its progress bars would break the command line's own output

@@ -71,6 +71,14 @@ def cpu_feature_flags() -> frozenset[str]:
     return frozenset(f.lower() for f in text.replace(",", " ").split())
 
 
+def real_cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags as ``/proc/cpuinfo`` lists them, ignoring ``$EFFSR_CPU_FLAGS``: for choices that
+    change the numbers (which kernels run), not only what a user is told."""
+    from ..runtime import cpu_flags
+
+    return frozenset(cpu_flags().lower().split())
+
+
 def cpu_supports(precision: str, flags: frozenset[str] | None = None) -> bool:
     """Whether this CPU has native kernels for ``precision`` (fp32 and fp16 always "run"; see the module doc)."""
     needed = CPU_FLAGS_NEEDED.get(precision_name(precision))

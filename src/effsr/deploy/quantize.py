@@ -135,11 +135,10 @@ def exact_activation_bits() -> int:
     """8 when this CPU has VNNI (its real ``/proc/cpuinfo`` flags, not ``$EFFSR_CPU_FLAGS``) and oneDNN is not capped
     below it (``$ONEDNN_MAX_CPU_ISA``), else 7: the finest activation grid whose int8 kernels cannot saturate here
     (:data:`ACTIVATION_BITS`)."""
-    from ..runtime import ONEDNN_ISAS_WITHOUT_VNNI, cpu_flags, onednn_isa_cap
-    from .precision import CPU_FLAGS_NEEDED
+    from ..runtime import ONEDNN_ISAS_WITHOUT_VNNI, onednn_isa_cap
+    from .precision import cpu_supports, real_cpu_flags
 
-    flags = set(cpu_flags().lower().split())
-    if not any(f in flags for f in CPU_FLAGS_NEEDED["int8"]) or onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_VNNI:
+    if not cpu_supports("int8", real_cpu_flags()) or onednn_isa_cap() in ONEDNN_ISAS_WITHOUT_VNNI:
         return 7
     return 8
 

@@ -222,6 +222,24 @@ def test_stored_policy_follows_the_activation_grid(monkeypatch: pytest.MonkeyPat
     assert quantize._stored_policy(("rlfn", {"scale": 2}), None, names, 8) is None
 
 
+def test_a_mostly_float_policy_says_it_gives_no_speed(caplog: pytest.LogCaptureFixture) -> None:
+    """RLFN's stored policy keeps 35 of 39 convolutions float: int8 for quality, and the user is told so."""
+    import logging
+
+    from effsr.deploy.checks import example_image
+
+    with caplog.at_level(logging.WARNING):
+        engine = prepare_int8(effsr.load("rlfn"), calibration=example_image(3, 32, 32, seed=1),
+                              example_size=(32, 32), verify=False)
+    assert engine.policy_source == "stored" and engine.layers["float_convs"] > engine.layers["int8_convs"]
+    assert "no faster than --precision fp32" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_int8(effsr.load("rlfn"), calibration=example_image(3, 32, 32, seed=1), policy="none",
+                     example_size=(32, 32), verify=False)
+    assert "no faster" not in caplog.text
+
+
 def test_8bit_int8_file_round_trips_and_is_refused_where_it_would_saturate(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runner: CliRunner) -> None:
     """An 8-bit file records its grid, loads back to the same graph where it runs exactly, and elsewhere is one

@@ -639,6 +639,13 @@ class Int8Engine(Engine):
         with single_thread():
             self.graph = _convert(prepared, self.float_nodes, qat)
         self.layers = quantized_layers(self.graph)
+        convs = self.layers["int8_convs"] + self.layers["float_convs"]
+        if convs and self.layers["int8_convs"] * 2 < convs:
+            # A policy that keeps most convolutions float (the stored ones do, to stay within the dB budget) runs
+            # the float work plus the conversions: measured 1.23-1.25x the fp32 fast time (benchmarks/RESULTS.md).
+            log.warning("int8: %d of %d convolutions of %s stay float32 (policy: %s), so this graph is no faster "
+                        "than --precision fp32 or bf16; it is int8 for its quality, not its speed",
+                        self.layers["float_convs"], convs, type(deploy).__name__, self.policy_source)
         self.fidelity_db: float | None = None
         self.max_abs_vs_eager: float | None = None
         # Against the same quantization simulated in float (the int8 kernels' correctness, not the cost).

@@ -268,6 +268,19 @@ def test_8bit_int8_file_round_trips_and_is_refused_where_it_would_saturate(
     assert not (tmp_path / "out.png").exists()
 
 
+def test_int8_speed_script_times_policies_and_files(tmp_path: Path, seed_engines: dict) -> None:
+    """benchmarks/int8_speed.py runs every kind of int8 graph it offers (a smoke run: one round on 16x16, no
+    timing judged)."""
+    from .conftest import load_benchmark
+
+    path = save_int8(seed_engines["rlfn"], tmp_path / "rlfn_int8.safetensors")
+    medians = load_benchmark("int8_speed").main(["rlfn", "--policy", "none", "--file", str(path), "--lr-size",
+                                                 "16x16", "--threads", "1", "--runs", "2"])
+    assert list(medians)[0] == "fast fp32" and len(medians) == 3
+    assert any(k.startswith("int8 none (39 int8 convs") for k in medians)
+    assert all(v > 0 for v in medians.values())
+
+
 def test_quant_stage_is_validated() -> None:
     base = ("model: rlfn\ntrain_data: [{hr: /x}]\nstages:\n"
             "  - {iters: 2, patch_size: 32, batch_size: 1, lr: 1.0e-4, quant: int8}\n")

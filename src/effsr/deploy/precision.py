@@ -65,9 +65,7 @@ def cpu_feature_flags() -> frozenset[str]:
     """This CPU's feature flags (``$EFFSR_CPU_FLAGS`` if set, else ``/proc/cpuinfo``), lower case."""
     text = os.environ.get(CPU_FLAGS_ENV)
     if text is None:
-        from ..runtime import cpu_flags
-
-        text = cpu_flags()
+        return real_cpu_flags()
     return frozenset(f.lower() for f in text.replace(",", " ").split())
 
 

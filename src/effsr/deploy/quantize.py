@@ -717,10 +717,10 @@ def prepare_int8(model: nn.Module, *, device: str | torch.device = "cpu", thread
     if torch.device(device).type != "cpu":
         raise PrecisionError("int8 runs on CPU only; on CUDA use --precision fp16 or bf16")
     use_quant_engine()
-    bits = _activation_bits(activation_bits)
     payload: Int8Payload | None = getattr(model, INT8_ATTR, None)
     if payload is not None:
         return _from_payload(model, payload, example_size=example_size, verify=verify)
+    bits = _activation_bits(activation_bits)
     arch = architecture_of(model)
     deploy = deploy_model(model)
     deploy_arch = architecture_of(deploy)
